@@ -1,0 +1,115 @@
+"""Attention entropy scaling: any-size generation without retraining (NeurIPS 2023).
+
+In self-attention, the softmax scale 1/√d becomes (1/√d)·√(ln N / ln n), with N the
+layer's token count at the requested size and n the same layer's token count at
+the model's training size. This keeps the attention entropy close to what the model
+saw in training. The factor goes into the kernel's `scale` argument, so it costs
+nothing; at the training size it is exactly 1 and the stock kernel call is made.
+
+    with entropy_scaling(pipe.unet, train_size=512):
+        image = pipe(prompt, width=256, height=256).images[0]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from gen.attention.installer import install_processors
+from gen.attention.processors import UNetAttnProcessor
+
+EntropyMode = str  # "auto" | "on" | "off"
+ENTROPY_MODES = ("auto", "on", "off")
+
+
+def entropy_scale_factor(tokens: int, train_tokens: int) -> float:
+    """√(ln N / ln n); exactly 1.0 when N == n, and 1.0 where the log is undefined (≤ 1 token)."""
+    if tokens == train_tokens or tokens <= 1 or train_tokens <= 1:
+        return 1.0
+    return math.sqrt(math.log(tokens) / math.log(train_tokens))
+
+
+def level_sizes(height: int, width: int, levels: int = 8) -> list[tuple[int, int]]:
+    """Latent (h, w) at each UNet resolution level: a stride-2, padding-1 conv gives ⌈x/2⌉."""
+    sizes = [(height, width)]
+    for _ in range(levels - 1):
+        h, w = sizes[-1]
+        sizes.append(((h + 1) // 2, (w + 1) // 2))
+    return sizes
+
+
+def train_token_count(tokens: int, latent_hw: tuple[int, int], train_latent_hw: tuple[int, int]) -> int:
+    """The token count, at the training size, of the UNet level that has `tokens` tokens now."""
+    now = level_sizes(*latent_hw)
+    train = level_sizes(*train_latent_hw)
+    for (h, w), (th, tw) in zip(now, train):
+        if h * w == tokens:
+            return th * tw
+    raise ValueError(
+        f"an attention layer has {tokens} tokens, which matches no UNet level of a "
+        f"{latent_hw[0]}x{latent_hw[1]} latent ({[h * w for h, w in now]})"
+    )
+
+
+def entropy_scaling_active(mode: EntropyMode, size: tuple[int, int], train_size: tuple[int, int]) -> bool:
+    """`auto` applies the method only away from the training size; `on` always; `off` never."""
+    if mode not in ENTROPY_MODES:
+        raise ValueError(f"entropy scaling mode must be one of {ENTROPY_MODES}, got {mode!r}")
+    return mode == "on" or (mode == "auto" and tuple(size) != tuple(train_size))
+
+
+class LatentSize:
+    """The latent (h, w) of the UNet call in progress, recorded by a forward pre-hook."""
+
+    def __init__(self) -> None:
+        self.hw: tuple[int, int] | None = None
+
+    def hook(self, module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        self.hw = (int(sample.shape[-2]), int(sample.shape[-1]))
+
+
+class EntropyScalingProcessor(UNetAttnProcessor):
+    """Self-attention with the softmax scale multiplied by √(ln N / ln n)."""
+
+    def __init__(self, latent: LatentSize, train_latent_hw: tuple[int, int], backend: str = "sdpa"):
+        super().__init__(backend)
+        self.latent = latent
+        self.train_latent_hw = train_latent_hw
+
+    def softmax_scale(self, attn, query, key):
+        if self.latent.hw is None:
+            raise RuntimeError("EntropyScalingProcessor used outside a UNet forward call")
+        tokens = query.shape[-2]
+        factor = entropy_scale_factor(tokens, train_token_count(tokens, self.latent.hw, self.train_latent_hw))
+        if factor == 1.0:
+            return None  # the kernel default, bit-identical to the stock processor
+        return query.shape[-1] ** -0.5 * factor
+
+
+@contextmanager
+def entropy_scaling(
+    unet: torch.nn.Module,
+    train_size: int | tuple[int, int],
+    vae_scale_factor: int = 8,
+    backend: str = "sdpa",
+) -> Iterator[list[str]]:
+    """Apply entropy scaling to every self-attention layer of `unet` inside the block.
+
+    `train_size` is in pixels, (width, height) or one int for square. Yields the
+    names of the layers it changed. Cross-attention is left untouched.
+    """
+    train_w, train_h = (train_size, train_size) if isinstance(train_size, int) else train_size
+    train_latent_hw = (train_h // vae_scale_factor, train_w // vae_scale_factor)
+    latent = LatentSize()
+    handle = unet.register_forward_pre_hook(latent.hook, with_kwargs=True)
+    try:
+        with install_processors(
+            unet, EntropyScalingProcessor(latent, train_latent_hw, backend), kind="self"
+        ) as installed:
+            yield installed.layer_names
+    finally:
+        handle.remove()

@@ -1,0 +1,114 @@
+"""The base attention processor for the UNet `Attention` path.
+
+`UNetAttnProcessor` does exactly what diffusers' `AttnProcessor2_0` does, split
+into three overridable steps so that each method changes only its own part:
+
+* `project`: hidden states -> q, k, v (batch, heads, tokens, head_dim)
+* `attend`: q, k, v -> attention output, through `kernels.dense_attention`
+* `softmax_scale`: the scale handed to the kernel (None = kernel default 1/√d)
+
+With nothing overridden its output is bit-identical to `AttnProcessor2_0`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from gen.attention.installer import install_processors
+from gen.attention.kernels import dense_attention
+
+
+class UNetAttnProcessor:
+    """`AttnProcessor2_0` with a selectable dense kernel and overridable steps."""
+
+    def __init__(self, backend: str = "sdpa"):
+        self.backend = backend
+
+    def softmax_scale(self, attn, query: torch.Tensor, key: torch.Tensor) -> float | None:
+        return None
+
+    def project(self, attn, hidden_states, encoder_hidden_states):
+        batch_size = hidden_states.shape[0]
+        query = attn.to_q(hidden_states)
+        if encoder_hidden_states is None:
+            encoder_hidden_states = hidden_states
+        elif attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key = attn.to_k(encoder_hidden_states)
+        value = attn.to_v(encoder_hidden_states)
+
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        return query, key, value
+
+    def attend(self, attn, query, key, value, attention_mask):
+        return dense_attention(
+            query,
+            key,
+            value,
+            scale=self.softmax_scale(attn, query, key),
+            attn_mask=attention_mask,
+            backend=self.backend,
+        )
+
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args,
+        **kwargs,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch_size, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+
+        batch_size, sequence_length, _ = (
+            hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
+        )
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query, key, value = self.project(attn, hidden_states, encoder_hidden_states)
+        hidden_states = self.attend(attn, query, key, value, attention_mask)
+
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * query.shape[-1])
+        hidden_states = hidden_states.to(query.dtype)
+        hidden_states = attn.to_out[0](hidden_states)
+        hidden_states = attn.to_out[1](hidden_states)
+
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+@contextmanager
+def dense_backend(unet: torch.nn.Module, backend: str = "sdpa") -> Iterator[None]:
+    """Run every attention layer of a UNet on `backend` inside the block (sdpa: stock, untouched)."""
+    if backend == "sdpa":
+        yield
+        return
+    with install_processors(unet, UNetAttnProcessor(backend)):
+        yield

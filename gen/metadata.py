@@ -1,0 +1,96 @@
+"""Generation parameters stored inside output PNGs.
+
+Two text chunks: `parameters`, in the AUTOMATIC1111 format that other tools show and
+parse, and `gen`, a JSON object with every setting, which gen reads back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from gen.errors import GenError
+
+PARAMETERS_KEY = "parameters"
+JSON_KEY = "gen"
+
+# diffusers scheduler class -> the sampler name A1111 users know.
+SAMPLER_NAMES = {
+    "DDIMScheduler": "DDIM",
+    "PNDMScheduler": "PLMS",
+    "EulerDiscreteScheduler": "Euler",
+    "EulerAncestralDiscreteScheduler": "Euler a",
+    "DPMSolverMultistepScheduler": "DPM++ 2M",
+    "LMSDiscreteScheduler": "LMS",
+    "UniPCMultistepScheduler": "UniPC",
+    "HeunDiscreteScheduler": "Heun",
+}
+
+# JSON key -> A1111 label, in the order A1111 writes them.
+_A1111_FIELDS = [
+    ("steps", "Steps"),
+    ("sampler", "Sampler"),
+    ("guidance", "CFG scale"),
+    ("seed", "Seed"),
+    ("size", "Size"),
+    ("model", "Model"),
+    ("entropy_scaling", "Entropy scaling"),
+    ("train_size", "Train size"),
+    ("attention_backend", "Attention backend"),
+    ("dtype", "Dtype"),
+    ("gen_version", "Version"),
+]
+
+
+def _a1111_value(value: Any) -> str:
+    text = str(value)
+    # A1111 quotes values that contain its separators.
+    return json.dumps(text) if any(c in text for c in ',:"\n') else text
+
+
+def a1111_parameters(params: dict[str, Any]) -> str:
+    """The A1111 `parameters` text: prompt, negative prompt, then `Key: value` pairs."""
+    fields = dict(params)
+    if "width" in fields and "height" in fields:
+        fields["size"] = f"{fields['width']}x{fields['height']}"
+    if "scheduler" in fields:
+        fields["sampler"] = SAMPLER_NAMES.get(fields["scheduler"], fields["scheduler"])
+    lines = [str(fields.get("prompt", ""))]
+    if fields.get("negative_prompt"):
+        lines.append(f"Negative prompt: {fields['negative_prompt']}")
+    pairs = [f"{label}: {_a1111_value(fields[key])}" for key, label in _A1111_FIELDS if fields.get(key) is not None]
+    lines.append(", ".join(pairs))
+    return "\n".join(lines)
+
+
+def png_text_chunks(params: dict[str, Any]):
+    """A PngInfo carrying both chunks, for `Image.save(..., pnginfo=...)`."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(PARAMETERS_KEY, a1111_parameters(params))
+    info.add_itxt(JSON_KEY, json.dumps(params, sort_keys=True))
+    return info
+
+
+def read_png_metadata(path: str | Path) -> tuple[str | None, dict[str, Any] | None]:
+    """(A1111 parameters text, gen JSON) of an image; either may be None if absent."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise GenError(f"{str(path)!r} does not exist or is not a file")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            text = dict(getattr(image, "text", {}) or {})
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise GenError(f"cannot read {path.name} as an image: {exc}") from None
+    params = None
+    if JSON_KEY in text:
+        try:
+            params = json.loads(text[JSON_KEY])
+        except json.JSONDecodeError:
+            raise GenError(f"{path.name}: its gen metadata chunk is not valid JSON") from None
+    return text.get(PARAMETERS_KEY), params

@@ -1,0 +1,49 @@
+"""Checks of user-supplied generation settings, shared by the CLI, the pipelines and the UI.
+
+Each raises `GenError` with what was wrong and what is allowed.
+"""
+
+from __future__ import annotations
+
+from gen.errors import GenError
+
+MIN_SIDE = 64
+MAX_SIDE = 4096
+MAX_STEPS = 1000
+MAX_SEED = 2**32 - 1
+
+
+def nearest_multiples(value: int, multiple: int) -> tuple[int, int]:
+    """The multiples of `multiple` just below and just above `value`."""
+    below = value // multiple * multiple
+    return below, below + multiple
+
+
+def check_size(width: int, height: int, multiple: int = 8, lo: int = MIN_SIDE, hi: int = MAX_SIDE) -> None:
+    for label, value in (("width", width), ("height", height)):
+        if value < lo or value > hi:
+            raise GenError(f"{label} {value} is out of range; allowed: {lo} to {hi} pixels")
+        if value % multiple:
+            below, above = nearest_multiples(value, multiple)
+            options = " or ".join(str(v) for v in (below, above) if lo <= v <= hi)
+            raise GenError(f"{label} {value} is not a multiple of {multiple}; nearest valid: {options}")
+
+
+def check_steps(steps: int) -> None:
+    if not 1 <= steps <= MAX_STEPS:
+        raise GenError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+
+
+def check_guidance(guidance: float) -> None:
+    if not 0.0 <= guidance <= 50.0 or guidance != guidance:
+        raise GenError(f"guidance must be between 0 and 50, got {guidance}")
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise GenError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+
+
+def check_batch(count: int, limit: int = 1000) -> None:
+    if not 1 <= count <= limit:
+        raise GenError(f"batch must be between 1 and {limit}, got {count}")
