@@ -88,16 +88,13 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_image(args: argparse.Namespace) -> int:
     from gen.models import resolve_model
     from gen.outputs import batch_output_paths, check_output_paths
-    from gen.validation import check_batch, check_guidance, check_seed, check_size, check_steps
+    from gen.validation import check_batch, check_guidance, check_seed, check_side, check_steps
 
     # Everything that can be checked without loading a model is checked first.
     preset = resolve_model(args.model)
-    if args.train_size is not None:
-        check_size(args.train_size, args.train_size)
-    default_size = args.train_size or preset.train_size or None
-    width, height = args.width or default_size, args.height or default_size
-    if width is not None and height is not None:
-        check_size(width, height)
+    for label, value in (("--train-size", args.train_size), ("width", args.width), ("height", args.height)):
+        if value is not None:  # an unset side defaults to the training size, known once loaded
+            check_side(label, value)
     if args.steps is not None:
         check_steps(args.steps)
     if args.guidance is not None:
@@ -129,7 +126,7 @@ def cmd_image(args: argparse.Namespace) -> int:
               file=sys.stderr)
     for index, (seed, path) in enumerate(zip(seeds, outputs)):
         result = pipe(
-            args.prompt, negative_prompt=args.negative, width=width, height=height,
+            args.prompt, negative_prompt=args.negative, width=args.width, height=args.height,
             num_inference_steps=args.steps, guidance_scale=args.guidance, seed=seed,
             entropy_scaling=args.entropy_scaling, progress_desc=f"image {index + 1}/{len(seeds)}",
         )

@@ -18,6 +18,7 @@ from the pipeline class and its training size from the UNet config.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -417,9 +418,22 @@ def build_arch_unet(name: str, device="cpu", dtype=None):
     if name not in _ARCH_UNETS:
         raise GenError(f"{name!r} is not an architecture preset; choose one of: {', '.join(_ARCH_UNETS)}")
     torch.manual_seed(0)
-    with torch.device(device):
-        unet = UNet2DConditionModel(**_ARCH_UNETS[name])
-    return unet.to(dtype=dtype) if dtype is not None else unet
+    with torch.device(device), _default_dtype(dtype):
+        return UNet2DConditionModel(**_ARCH_UNETS[name])
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype):
+    """Create parameters directly in `dtype` (no fp32 copy first: halves peak memory for fp16)."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    if dtype is not None:
+        torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def build_arch_pipeline(name: str, device="cpu", dtype=None):
@@ -431,7 +445,7 @@ def build_arch_pipeline(name: str, device="cpu", dtype=None):
 
     unet = build_arch_unet(name, device, dtype)
     tokenizer = build_tokenizer()
-    with torch.device(device):
+    with torch.device(device), _default_dtype(dtype):
         vae = AutoencoderKL(
             block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
             up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
@@ -447,9 +461,6 @@ def build_arch_pipeline(name: str, device="cpu", dtype=None):
             text_encoder = CLIPTextModel(_clip_text_config(49408, 1024, 23, 16, 4096, act="gelu", projection=512))
         else:
             text_encoder = CLIPTextModel(clip_l)
-    modules = [vae, text_encoder] + ([text_encoder_2] if name == "arch-sdxl" else [])
-    for module in modules:
-        module.to(dtype=dtype)
     if name == "arch-sdxl":
         scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                            timestep_spacing="leading", steps_offset=1)

@@ -19,14 +19,19 @@ def nearest_multiples(value: int, multiple: int) -> tuple[int, int]:
     return below, below + multiple
 
 
+def check_side(label: str, value: int, multiple: int = 8, lo: int = MIN_SIDE, hi: int = MAX_SIDE) -> None:
+    """One image side: within [lo, hi] and a multiple of the model's size step."""
+    if value < lo or value > hi:
+        raise GenError(f"{label} {value} is out of range; allowed: {lo} to {hi} pixels")
+    if value % multiple:
+        below, above = nearest_multiples(value, multiple)
+        options = " or ".join(str(v) for v in (below, above) if lo <= v <= hi)
+        raise GenError(f"{label} {value} is not a multiple of {multiple}; nearest valid: {options}")
+
+
 def check_size(width: int, height: int, multiple: int = 8, lo: int = MIN_SIDE, hi: int = MAX_SIDE) -> None:
-    for label, value in (("width", width), ("height", height)):
-        if value < lo or value > hi:
-            raise GenError(f"{label} {value} is out of range; allowed: {lo} to {hi} pixels")
-        if value % multiple:
-            below, above = nearest_multiples(value, multiple)
-            options = " or ".join(str(v) for v in (below, above) if lo <= v <= hi)
-            raise GenError(f"{label} {value} is not a multiple of {multiple}; nearest valid: {options}")
+    check_side("width", width, multiple, lo, hi)
+    check_side("height", height, multiple, lo, hi)
 
 
 def check_steps(steps: int) -> None:

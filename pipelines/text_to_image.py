@@ -80,9 +80,9 @@ class TextToImagePipeline:
         progress_desc: str | None = None,
     ) -> TextToImageOutput:
         preset = self.model.preset
-        width = width or preset.train_size
-        height = height or preset.train_size
-        steps = num_inference_steps or preset.steps
+        width = preset.train_size if width is None else width
+        height = preset.train_size if height is None else height
+        steps = preset.steps if num_inference_steps is None else num_inference_steps
         guidance = preset.guidance if guidance_scale is None else guidance_scale
         seeds = [seed] if isinstance(seed, int) else list(seed)
         check_size(width, height, multiple=self.vae_scale_factor)

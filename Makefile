@@ -1,0 +1,42 @@
+# Set-up and everyday commands. `make test` and `make demo` work on a fresh machine:
+# they create .venv and install everything first.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Without an NVIDIA GPU, take the CPU build of torch (2.13.0 is available locally here);
+# a plain `pip install torch` would download a multi-GB CUDA build.
+TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
+EXTRAS ?= test
+
+.PHONY: install test demo bench gpu-check clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+demo: $(STAMP)
+	$(BIN)/gen image "a lighthouse on a cliff at dusk" --model tiny-sd --width 128 --height 64 \
+		--steps 4 --seed 7 --batch 2 --out outputs/demo/lighthouse.png --overwrite
+	$(BIN)/gen image "a lighthouse on a cliff at dusk" --model tiny-sdxl --width 96 --height 64 \
+		--steps 4 --seed 7 --out outputs/demo/lighthouse-sdxl.png --overwrite
+	$(BIN)/gen info outputs/demo/lighthouse-7.png
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/entropy_scaling.py --rounds 16
+
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache
