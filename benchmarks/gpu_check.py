@@ -36,7 +36,8 @@ from entropy_scaling import unet_step  # noqa: E402
 from timing import alternate, median_ratio  # noqa: E402
 
 from gen.attention import entropy_scaling, is_cross_attention, select_layers  # noqa: E402
-from gen.attention.kernels import xformers_installed  # noqa: E402
+from gen.attention.kernels import resolve_backend  # noqa: E402
+from gen.errors import BackendUnavailable  # noqa: E402
 from gen.attention.processors import dense_backend  # noqa: E402
 from gen.models import build_arch_unet  # noqa: E402
 
@@ -105,13 +106,15 @@ def check_arch_unet(device: torch.device) -> bool:
                         err_formula < err_plain and err_formula < 2e-2,
                         f"max err {err_formula:.2e} (plain scale {err_plain:.2e})")
 
-    if xformers_installed():
+    try:
+        resolve_backend("xformers", device)
+    except BackendUnavailable as exc:
+        say(f"- SKIP xformers backend, refused with: {exc}")
+    else:
         with dense_backend(unet, "xformers"):
             xf = unet_step_output(unet, (64, 64), device)
         err = (xf.float() - stock.float()).abs().max().item()
         ok &= check("xformers backend == sdpa within fp16 tolerance", err < 5e-2, f"max err {err:.2e}")
-    else:
-        say("- SKIP xformers backend: xformers is not installed on this machine")
     del unet
     torch.cuda.empty_cache()
     return ok

@@ -6,6 +6,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
@@ -16,21 +17,27 @@ def synchronize(device: torch.device) -> None:
 
 
 def alternate(variants: dict[str, Callable[[], object]], repeats: int, device: torch.device,
-              warmup: int = 1) -> dict[str, list[float]]:
+              warmup: int = 1, contexts: dict[str, Callable[[], AbstractContextManager]] | None = None,
+              ) -> dict[str, list[float]]:
     """Run the variants round-robin `repeats` times (after `warmup` rounds); seconds per run.
 
-    Alternating inside one run exposes every variant to the same machine noise,
-    so their ratio is meaningful even on a shared, noisy machine.
+    Alternating inside one run exposes every variant to the same machine noise, so
+    their ratio is meaningful even on a shared, noisy machine. `contexts[name]()`, if
+    given, is entered around the variant's run but outside the timed region (e.g.
+    installing processors once per generation, not once per step).
     """
+    contexts = contexts or {}
     times: dict[str, list[float]] = {name: [] for name in variants}
     for round_index in range(warmup + repeats):
         for name, fn in variants.items():
-            synchronize(device)
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
+            with contexts.get(name, nullcontext)():
+                synchronize(device)
+                start = time.perf_counter()
+                fn()
+                synchronize(device)
+                elapsed = time.perf_counter() - start
             if round_index >= warmup:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(elapsed)
     return times
 
 

@@ -111,6 +111,10 @@ def cmd_image(args: argparse.Namespace) -> int:
         outputs = [Path("outputs") / f"{stamp}-{seed}.png" for seed in seeds]
     check_output_paths(outputs, args.overwrite)
 
+    from gen.attention.kernels import resolve_backend
+    from gen.models import choose_device
+
+    resolve_backend(args.attention_backend, choose_device(args.device))  # before a long model load
     _quiet_libraries()
     from gen.metadata import png_text_chunks
     from gen.outputs import atomic_write

@@ -20,11 +20,11 @@ import pytest  # noqa: E402
 def tiny_sd():
     from pipelines import TextToImagePipeline
 
-    return TextToImagePipeline.from_pretrained("tiny-sd")
+    return TextToImagePipeline.from_pretrained("tiny-sd", device="cpu")
 
 
 @pytest.fixture(scope="session")
 def tiny_sdxl():
     from pipelines import TextToImagePipeline
 
-    return TextToImagePipeline.from_pretrained("tiny-sdxl")
+    return TextToImagePipeline.from_pretrained("tiny-sdxl", device="cpu")

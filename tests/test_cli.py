@@ -65,7 +65,7 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("extra,message", BAD_INPUTS, ids=[m[:30] for _, m in BAD_INPUTS])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(extra, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    argv = ["image", "x", "--model", "tiny-sd", "--steps", "1", "--out", "o.png", *extra]
+    argv = ["image", "x", "--model", "tiny-sd", "--device", "cpu", "--steps", "1", "--out", "o.png", *extra]
     try:
         code = main(argv)
     except SystemExit as exc:  # argparse's own errors

@@ -12,6 +12,7 @@ nothing; at the training size it is exactly 1 and the stock kernel call is made.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +55,13 @@ def train_token_count(tokens: int, latent_hw: tuple[int, int], train_latent_hw: 
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def layer_entropy_factor(tokens: int, latent_hw: tuple[int, int], train_latent_hw: tuple[int, int]) -> float:
+    """The factor for a layer with `tokens` tokens in a UNet run on a `latent_hw` latent (cached:
+    it is asked for by every self-attention layer at every step)."""
+    return entropy_scale_factor(tokens, train_token_count(tokens, latent_hw, train_latent_hw))
+
+
 def entropy_scaling_active(mode: EntropyMode, size: tuple[int, int], train_size: tuple[int, int]) -> bool:
     """`auto` applies the method only away from the training size; `on` always; `off` never."""
     if mode not in ENTROPY_MODES:
@@ -83,8 +91,7 @@ class EntropyScalingProcessor(UNetAttnProcessor):
     def softmax_scale(self, attn, query, key):
         if self.latent.hw is None:
             raise RuntimeError("EntropyScalingProcessor used outside a UNet forward call")
-        tokens = query.shape[-2]
-        factor = entropy_scale_factor(tokens, train_token_count(tokens, self.latent.hw, self.train_latent_hw))
+        factor = layer_entropy_factor(query.shape[-2], self.latent.hw, self.train_latent_hw)
         if factor == 1.0:
             return None  # the kernel default, bit-identical to the stock processor
         return query.shape[-1] ** -0.5 * factor

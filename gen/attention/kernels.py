@@ -7,6 +7,7 @@ pass over the scores) and the backend choice lives here only.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import warnings
 
@@ -41,7 +42,31 @@ def resolve_backend(name: str, device: torch.device | str) -> str:
                 "attention backend 'xformers' is not installed; install it with "
                 "`pip install 'gen[cuda]'` or use --attention-backend sdpa"
             )
+        problem = _xformers_problem(str(torch.device(device)))
+        if problem:
+            raise BackendUnavailable(
+                f"xformers is installed but cannot run here ({problem}); it must be built for this "
+                "torch and CUDA (see `python -m xformers.info`); or use --attention-backend sdpa"
+            )
     return name
+
+
+@functools.lru_cache(maxsize=None)
+def _xformers_problem(device: str) -> str | None:
+    """None if a tiny xformers call works on `device`, else the first line of its error.
+
+    An installed xformers built for another torch/CUDA imports fine and fails only at
+    the first call, so availability is decided by calling it.
+    """
+    try:
+        import xformers.ops as xops
+
+        probe = torch.zeros(1, 8, 1, 64, device=device, dtype=torch.float16)
+        xops.memory_efficient_attention(probe, probe, probe)
+    except Exception as exc:  # any failure means: not usable here
+        lines = str(exc).strip().splitlines()
+        return lines[0] if lines else type(exc).__name__
+    return None
 
 
 _warned_xformers_mask = False
