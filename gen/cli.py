@@ -62,6 +62,45 @@ def build_parser() -> argparse.ArgumentParser:
                        help="dense attention kernel (xformers: CUDA only, if installed)")
     image.set_defaults(func=cmd_image)
 
+    style = commands.add_parser(
+        "style",
+        help="repaint content images in the style of one or more pictures (StyleID)",
+        description="Style transfer by style injection. Output size: the content's aspect ratio with its "
+        "longer side --size (multiples of 8); style images and further contents are scaled to cover that "
+        "size and centre-cropped. The process is deterministic (DDIM, eta 0).",
+    )
+    style.add_argument("--content", action="append", required=True, metavar="IMAGE",
+                       help="content image; repeat for several (stylised in one batch)")
+    style.add_argument("--style", action="append", required=True, metavar="IMAGE[:WEIGHT]",
+                       help="style image, optionally with a blend weight; repeat to blend styles")
+    style.add_argument("--model", default="tiny-sd", help="preset, hub id or local diffusers folder (default: tiny-sd)")
+    strength = style.add_mutually_exclusive_group()
+    strength.add_argument("--gamma", type=float, help="query preservation in [0, 1] (default 0.75; 0.3 = stronger style)")
+    strength.add_argument("--strength", type=float, help="style strength in [0, 1], mapped onto gamma (0.5 = gamma 0.75)")
+    style.add_argument("--temperature", type=float, default=1.5, help="attention temperature T > 0 (default 1.5)")
+    style.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    style.add_argument("--size", type=int, help="longer side of the output in pixels (default: training size)")
+    style.add_argument("--seed", type=int, default=0, help="recorded only: the method is deterministic")
+    style.add_argument("--preserve-color", action="store_true", help="keep the content's colours (lightness from the style)")
+    style.add_argument("--mask", metavar="IMAGE", help="white where the style applies; same size as the content image")
+    style.add_argument("--no-injection", action="store_true", help="no key/value injection (inversion + AdaIN only)")
+    style.add_argument("--no-adain", action="store_true", help="start from the content's inverted latent as is")
+    style.add_argument("--layers", nargs="+", metavar="NAME", help="injected self-attention layers (names or patterns)")
+    style.add_argument("--memory", choices=["auto", "cache", "recompute"], default="auto",
+                       help="cache: keep features (faster); recompute: keep only latents (less memory)")
+    style.add_argument("--no-cache", action="store_true", help="do not read or write the inversion cache")
+    style.add_argument("--out", help="output PNG; several contents add -NAME (default: outputs/TIME-style.png)")
+    style.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    style.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: best available)")
+    style.add_argument("--dtype", choices=DTYPES, help="default: fp16 on GPU, fp32 on CPU")
+    style.add_argument("--attention-backend", choices=BACKENDS, default="sdpa", help="dense attention kernel")
+    style.set_defaults(func=cmd_style)
+
+    cache = commands.add_parser("cache", help="show or clear gen's caches (inversions, built tiny models)")
+    cache.add_argument("action", choices=["info", "clear"])
+    cache.add_argument("--all", action="store_true", help="clear: also remove the built tiny models")
+    cache.set_defaults(func=cmd_cache)
+
     info = commands.add_parser("info", help="print the parameters stored in an image")
     info.add_argument("file")
     info.add_argument("--json", action="store_true", help="print only gen's JSON parameters")
@@ -154,6 +193,126 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+# ------------------------------------------------------------------------ style
+
+
+def cmd_style(args: argparse.Namespace) -> int:
+    from gen.images import load_image, load_mask
+    from gen.models import resolve_model
+    from gen.outputs import check_output_paths, named_output_paths
+    from gen.style import parse_weighted_path, strength_to_gamma
+    from gen.validation import check_seed, check_side, check_steps
+
+    resolve_model(args.model)
+    check_steps(args.steps)
+    check_seed(args.seed)
+    if args.size is not None:
+        check_side("--size", args.size)
+    if args.gamma is not None and not 0.0 <= args.gamma <= 1.0:
+        raise GenError(f"--gamma must be between 0 and 1, got {args.gamma}")
+    if args.strength is not None:
+        strength_to_gamma(args.strength)
+    if not args.temperature > 0:
+        raise GenError(f"--temperature must be > 0, got {args.temperature}")
+    contents = [load_image(path, "content image") for path in args.content]
+    styles = []
+    for spec in args.style:
+        path, weight = parse_weighted_path(spec)
+        if weight < 0:
+            raise GenError(f"style weight must be >= 0, got {weight} in {spec!r}")
+        styles.append((load_image(path, "style image"), weight, path))
+    if not any(weight > 0 for _, weight, _ in styles):
+        raise GenError("at least one style needs a weight > 0")
+    mask = load_mask(args.mask, contents[0].size) if args.mask else None
+    if args.out:
+        outputs = named_output_paths(args.out, args.content)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        outputs = named_output_paths(Path("outputs") / f"{stamp}-style.png", args.content)
+    check_output_paths(outputs, args.overwrite)
+
+    from gen.attention.kernels import resolve_backend
+    from gen.models import choose_device
+
+    resolve_backend(args.attention_backend, choose_device(args.device))
+    _quiet_libraries()
+    from gen.metadata import png_text_chunks
+    from gen.outputs import atomic_write
+    from pipelines import StyleTransferPipeline
+
+    print(f"loading {args.model} …", file=sys.stderr)
+    pipe = StyleTransferPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype,
+                                                 attention_backend=args.attention_backend)
+    if pipe.model.preset.is_random:
+        print(f"note: {args.model} has random weights; its images are noise-like (for tests and demos)",
+              file=sys.stderr)
+    with _StepBars() as bars:
+        result = pipe(
+            contents, [(image, weight) for image, weight, _ in styles], gamma=args.gamma, strength=args.strength,
+            temperature=args.temperature, num_inference_steps=args.steps, size=args.size, layers=args.layers,
+            injection=not args.no_injection, adain_init=not args.no_adain, preserve_colors=args.preserve_color,
+            mask=mask, memory=args.memory, use_cache=not args.no_cache, on_step=bars.update,
+        )
+    kept = [(Path(path).name, weight) for _, weight, path in styles if weight > 0]
+    files = {"content_files": [Path(p).name for p in args.content], "style_files": [n for n, _ in kept],
+             "seed": args.seed}
+    for path, image, params in zip(outputs, result.images, result.parameters):
+        params = dict(params, **files, prompt=f"style transfer: {Path(args.content[params['content_index']]).name}",
+                      styles=", ".join(f"{name} ({weight:g})" for name, weight in kept))
+        atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=png_text_chunks(params)),
+                     overwrite=args.overwrite)
+        print(f"{path}  {params['width']}x{params['height']}")
+    stats = result.stats
+    print(f"{stats['unet_calls']} UNet calls, {stats['inversions']} inversions ({stats['cache_hits']} from cache), "
+          f"memory mode {stats['memory_mode']}", file=sys.stderr)
+    return 0
+
+
+class _StepBars:
+    """One tqdm bar per phase (invert, stylise), fed by the pipeline's step callback."""
+
+    def __enter__(self):
+        self.bars = {}
+        return self
+
+    def update(self, phase: str, step: int, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        if phase not in self.bars:
+            self.bars[phase] = tqdm(total=total, desc=phase, leave=False)
+        self.bars[phase].update(step - self.bars[phase].n)
+
+    def __exit__(self, *exc):
+        for bar in self.bars.values():
+            bar.close()
+
+
+# ------------------------------------------------------------------------ cache
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    import shutil
+
+    from gen.inversion import default_inversion_cache
+    from gen.paths import user_cache_dir
+
+    cache = default_inversion_cache()
+    models = user_cache_dir() / "models"
+    if args.action == "info":
+        print(f"inversions: {cache.root}  {len(cache.entries())} entries, {cache.size_bytes() / 2**20:.1f} MiB "
+              f"(cap {cache.max_bytes / 2**20:.0f} MiB; GEN_INVERSION_CACHE_MB)")
+        built = sorted(p.name for p in models.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+            if models.is_dir() else []
+        print(f"tiny models: {models}  {', '.join(built) or 'none built'}")
+        return 0
+    removed = cache.clear()
+    print(f"removed {removed} cached inversions from {cache.root}")
+    if args.all and models.is_dir():
+        shutil.rmtree(models)
+        print(f"removed built tiny models from {models}")
+    return 0
 
 
 # ------------------------------------------------------------------------- info

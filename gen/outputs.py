@@ -24,6 +24,25 @@ def batch_output_paths(out: str | Path, seeds: Sequence[int]) -> list[Path]:
     return [out.with_name(f"{out.stem}-{seed}{out.suffix}") for seed in seeds]
 
 
+def named_output_paths(out: str | Path, names: Sequence[str]) -> list[Path]:
+    """`out` itself for one input; `stem-NAME.ext` for several (names sanitised, repeats numbered)."""
+    from gen.paths import safe_name
+
+    out = Path(out)
+    if len(names) == 1:
+        return [out]
+    paths, seen = [], set()
+    for name in names:
+        base = safe_name(Path(name).stem, max_length=60)
+        candidate, n = base, 1
+        while candidate in seen:
+            n += 1
+            candidate = f"{base}-{n}"
+        seen.add(candidate)
+        paths.append(out.with_name(f"{out.stem}-{candidate}{out.suffix}"))
+    return paths
+
+
 def check_output_paths(paths: Sequence[Path], overwrite: bool, suffixes: Sequence[str] = (".png",)) -> None:
     """Fail before any work if an output exists (without overwrite) or cannot be written."""
     for path in paths:

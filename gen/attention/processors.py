@@ -21,6 +21,16 @@ from gen.attention.installer import install_processors
 from gen.attention.kernels import dense_attention
 
 
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(batch, tokens, heads·head_dim) -> (batch, heads, tokens, head_dim)."""
+    return x.view(x.shape[0], -1, heads, x.shape[-1] // heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(batch, heads, tokens, head_dim) -> (batch, tokens, heads·head_dim)."""
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
+
+
 class UNetAttnProcessor:
     """`AttnProcessor2_0` with a selectable dense kernel and overridable steps."""
 
@@ -31,7 +41,6 @@ class UNetAttnProcessor:
         return None
 
     def project(self, attn, hidden_states, encoder_hidden_states):
-        batch_size = hidden_states.shape[0]
         query = attn.to_q(hidden_states)
         if encoder_hidden_states is None:
             encoder_hidden_states = hidden_states
@@ -40,10 +49,7 @@ class UNetAttnProcessor:
         key = attn.to_k(encoder_hidden_states)
         value = attn.to_v(encoder_hidden_states)
 
-        head_dim = key.shape[-1] // attn.heads
-        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        query, key, value = (split_heads(x, attn.heads) for x in (query, key, value))
         if attn.norm_q is not None:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
@@ -59,6 +65,12 @@ class UNetAttnProcessor:
             attn_mask=attention_mask,
             backend=self.backend,
         )
+
+    def core(self, attn, hidden_states, encoder_hidden_states, attention_mask) -> torch.Tensor:
+        """(batch, tokens, channels) in -> attention output (batch, tokens, heads·head_dim), before to_out."""
+        query, key, value = self.project(attn, hidden_states, encoder_hidden_states)
+        out = self.attend(attn, query, key, value, attention_mask)
+        return merge_heads(out).to(query.dtype)
 
     def __call__(
         self,
@@ -89,11 +101,7 @@ class UNetAttnProcessor:
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
 
-        query, key, value = self.project(attn, hidden_states, encoder_hidden_states)
-        hidden_states = self.attend(attn, query, key, value, attention_mask)
-
-        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * query.shape[-1])
-        hidden_states = hidden_states.to(query.dtype)
+        hidden_states = self.core(attn, hidden_states, encoder_hidden_states, attention_mask)
         hidden_states = attn.to_out[0](hidden_states)
         hidden_states = attn.to_out[1](hidden_states)
 
