@@ -30,10 +30,13 @@ demo: $(STAMP)
 		--steps 4 --seed 7 --batch 2 --out outputs/demo/lighthouse.png --overwrite
 	$(BIN)/gen image "a lighthouse on a cliff at dusk" --model tiny-sdxl --width 96 --height 64 \
 		--steps 4 --seed 7 --out outputs/demo/lighthouse-sdxl.png --overwrite
+	$(BIN)/gen style --content assets/coffee.jpg --style assets/brick.jpg --style assets/gravel.jpg:0.3 \
+		--steps 20 --size 128 --out outputs/demo/coffee-styled.png --overwrite
 	$(BIN)/gen info outputs/demo/lighthouse-7.png
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/entropy_scaling.py --rounds 16
+	$(BIN)/python benchmarks/style_transfer.py
 
 gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu_check.py

@@ -10,10 +10,12 @@ Checks (each line says PASS or FAIL):
   * arch-sd15 UNet in fp16: gen's processors at the training size give exactly the stock
     output; away from it, two self-attention layers match an fp32 reference computed with
     the formula scale more closely than one with the plain 1/√d scale;
-  * xformers backend, if installed: same UNet output as SDPA within fp16 tolerance.
+  * xformers backend, if installed: same UNet output as SDPA within fp16 tolerance;
+  * style transfer on CUDA: cache and recompute modes give the same image.
 Timings: per-step UNet time with entropy scaling on vs off (alternated rounds, median
-ratio) for arch-sd15 and arch-sdxl at sizes away from their training sizes, and one
-whole arch-sd15 generation.
+ratio) for arch-sd15 and arch-sdxl at sizes away from their training sizes, one
+whole arch-sd15 generation, and style transfer costs (benchmarks/style_transfer.py) on
+arch-sd15 at 512², 50 steps, fp16.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from entropy_scaling import run as run_entropy_benchmark  # noqa: E402
 from entropy_scaling import unet_step  # noqa: E402
+from style_transfer import run as run_style_benchmark  # noqa: E402
+from style_transfer import table as style_table  # noqa: E402
 from timing import alternate, median_ratio  # noqa: E402
 
 from gen.attention import entropy_scaling, is_cross_attention, select_layers  # noqa: E402
@@ -157,6 +161,25 @@ def time_whole_generation(device: torch.device, steps: int) -> None:
         f"on {statistics.median(runs['on']):.2f}s, ratio {median_ratio(runs['on'], runs['off']):.3f}")
 
 
+def check_style(device: torch.device) -> bool:
+    """Style transfer on CUDA: both memory modes agree; costs at SD 1.5's real size and 50 steps."""
+    from pipelines import StyleTransferPipeline
+
+    pipe = StyleTransferPipeline.from_pretrained("tiny-sd", device=str(device), cache=False)
+    content, style = ROOT / "assets" / "coffee.jpg", ROOT / "assets" / "brick.jpg"
+    a = pipe(content, style, num_inference_steps=20, size=64, memory="cache")
+    b = pipe(content, style, num_inference_steps=20, size=64, memory="recompute")
+    diff = np.abs(np.asarray(a.images[0], int) - np.asarray(b.images[0], int)).max()
+    ok = check("tiny-sd style transfer on CUDA fp16: cache and recompute modes agree", diff <= 2,
+               f"max pixel difference {diff}")
+    rows, facts = run_style_benchmark("arch-sd15", 512, 50, "cuda", "fp16")
+    say()
+    for line in style_table(rows, facts):
+        say(line)
+    torch.cuda.empty_cache()
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="also write the report to this file")
@@ -177,6 +200,7 @@ def main() -> int:
     ok &= check_arch_unet(device)
     time_entropy(args.rounds, args.quick)
     time_whole_generation(device, steps=20)
+    ok &= check_style(device)
     say()
     say(f"total {time.perf_counter() - started:.0f}s, peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB, "
         f"{'all checks passed' if ok else 'SOME CHECKS FAILED'}")

@@ -29,6 +29,18 @@ def style_sdxl(tiny_sdxl, tmp_path_factory):
     return StyleTransferPipeline(tiny_sdxl.model, cache=InversionCache(tmp_path_factory.mktemp("inversions")))
 
 
+@pytest.fixture(scope="module")
+def style_sd_v(tmp_path_factory):
+    """tiny-sd with a v-prediction scheduler, as SD 2.1 (768) has."""
+    from diffusers import DDIMScheduler
+
+    from gen.models import load_pipeline
+
+    model = load_pipeline("tiny-sd", device="cpu")
+    model.pipe.scheduler = DDIMScheduler.from_config(model.pipe.scheduler.config, prediction_type="v_prediction")
+    return StyleTransferPipeline(model, cache=InversionCache(tmp_path_factory.mktemp("inversions")))
+
+
 @pytest.fixture
 def assets(monkeypatch, request):
     monkeypatch.chdir(request.config.rootpath)
@@ -58,7 +70,7 @@ def test_inversion_then_generation_is_exact_for_an_input_independent_model():
     assert torch.allclose(x, x0, atol=1e-10)
 
 
-@pytest.mark.parametrize("fixture", ["style_sd", "style_sdxl"])
+@pytest.mark.parametrize("fixture", ["style_sd", "style_sdxl", "style_sd_v"])
 def test_inversion_and_regeneration_reproduce_the_latent(fixture, request, assets, capsys):
     pipe = request.getfixturevalue(fixture)
     z0 = _content_latent(pipe)
