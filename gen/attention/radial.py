@@ -1,0 +1,222 @@
+"""Radial sparse attention masks for video transformers (O(n log n) attention).
+
+Video tokens are frame-major: F latent frames × S tokens per frame, optionally followed
+by text tokens that see and are seen by everything (HunyuanVideo). For query frame i and
+key frame j at temporal distance d = |i − j|, with positions p, q inside a frame:
+
+* Wan only: key frame 0 is visible to every query (attention sink);
+* d ≤ 1: the whole frame pair is visible;
+* otherwise, with g = bit_length(d) and L = 2^bit_length(S) / 2^g, the band
+  |p − q| ≤ max(L·decay, B) is visible (B = block size, 128); if L < B the frame pair is
+  kept only when d is a multiple of B/L, otherwise dropped whole.
+
+Two granularities:
+
+* `token`: exactly that mask, for any token count (FlexAttention masks the partial
+  blocks inside the kernel);
+* `block`: the reference implementation's coarsening to B×B blocks, frame pair by frame
+  pair (a block is kept when more than 60 % of its non-empty columns are more than 1/3
+  full), so its published quality carries over. Text rows and columns stay exact.
+
+Everything here is a pure function of the layout; `block_mask()` turns a layout into a
+FlexAttention `BlockMask`, cached per (layout, granularity, device).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+BLOCK = 128
+FLAVOURS = ("wan", "hunyuan")
+GRANULARITIES = ("block", "token")
+
+
+@dataclass(frozen=True)
+class VideoLayout:
+    """Where the tokens of one attention call come from."""
+
+    frames: int  # latent frames F
+    tokens_per_frame: int  # S = h·w after patching
+    text_tokens: int = 0  # appended after the video tokens (HunyuanVideo)
+    flavour: str = "wan"
+    decay: float = 0.2
+    block: int = BLOCK
+
+    def __post_init__(self):
+        if self.flavour not in FLAVOURS:
+            raise ValueError(f"flavour must be one of {FLAVOURS}, got {self.flavour!r}")
+        if self.frames < 1 or self.tokens_per_frame < 1 or self.text_tokens < 0:
+            raise ValueError(f"invalid layout {self}")
+
+    @property
+    def video_tokens(self) -> int:
+        return self.frames * self.tokens_per_frame
+
+    @property
+    def total_tokens(self) -> int:
+        return self.video_tokens + self.text_tokens
+
+
+# ----------------------------------------------------------------------------- the definition
+
+
+def frame_band(distance: int, tokens_per_frame: int, decay: float, block: int = BLOCK) -> float:
+    """Half-width of the visible band between two frames `distance` apart.
+
+    `math.inf`: the whole frame pair; a negative number: the pair is dropped.
+    """
+    if distance <= 1:
+        return math.inf
+    group = distance.bit_length()
+    length = 2 ** tokens_per_frame.bit_length() / 2**group
+    if length < block and distance % int(block / length) != 0:
+        return -1.0
+    return max(length * decay, block)
+
+
+def band_table(layout: VideoLayout) -> list[float]:
+    """`frame_band` for every distance 0..F−1."""
+    return [frame_band(d, layout.tokens_per_frame, layout.decay, layout.block) for d in range(layout.frames)]
+
+
+def token_mask(layout: VideoLayout, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The exact (total × total) boolean mask, built directly from the definition (small layouts)."""
+    n, s, v = layout.total_tokens, layout.tokens_per_frame, layout.video_tokens
+    index = torch.arange(n, device=device)
+    frame, pos = index // s, index % s
+    distance = (frame[:, None] - frame[None, :]).abs()
+    bands = torch.tensor(band_table(layout) + [math.inf], device=device, dtype=torch.float64)
+    width = bands[distance.clamp(max=layout.frames)]
+    keep = (pos[:, None] - pos[None, :]).abs().double() <= width
+    if layout.flavour == "wan":
+        keep |= (frame == 0)[None, :]
+    video = (index < v)[:, None] & (index < v)[None, :]
+    return torch.where(video, keep, torch.ones_like(keep))
+
+
+def radial_mask_mod(layout: VideoLayout, device: torch.device | str = "cpu"):
+    """The token-exact mask as a FlexAttention `mask_mod(b, h, q_idx, kv_idx)`."""
+    s, v = layout.tokens_per_frame, layout.video_tokens
+    # Bands as integers: whole pair → S (|p − q| < S always), dropped → −1.
+    widths = torch.tensor(
+        [s if math.isinf(w) else (int(math.floor(w)) if w >= 0 else -1) for w in band_table(layout)],
+        dtype=torch.int64, device=device,
+    )
+    sink = layout.flavour == "wan"
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        q_frame, k_frame = q_idx // s, kv_idx // s
+        distance = (q_frame - k_frame).abs().clamp(max=layout.frames - 1)
+        band = (q_idx % s - kv_idx % s).abs() <= widths[distance]
+        if sink:
+            band = band | (k_frame == 0)
+        return band | (q_idx >= v) | (kv_idx >= v)
+
+    return mask_mod
+
+
+# ----------------------------------------------------------------------------- block coarsening
+
+
+def _band_rows_per_column(rows: np.ndarray, cols: np.ndarray, width: float, size: int) -> np.ndarray:
+    """For local columns `cols` and local row ranges `rows` (start, stop), count rows p with |p − q| ≤ width.
+
+    Row/column indices are positions inside the frame (0..size−1); ranges outside it count nothing.
+    """
+    start, stop = np.clip(rows[0], 0, size), np.clip(rows[1], 0, size)
+    if math.isinf(width):
+        counts = np.maximum(stop - start, 0)
+        return np.broadcast_to(counts[:, None], (len(counts), len(cols))).copy()
+    w = math.floor(width)
+    lo = np.maximum(start[:, None], cols[None, :] - w)
+    hi = np.minimum(stop[:, None], cols[None, :] + w + 1)
+    return np.maximum(hi - lo, 0)
+
+
+def _coarsen_pair(layout: VideoLayout, width: float, row_offset: int, col_offset: int) -> np.ndarray:
+    """The reference's per-pair coarsening: the S×S local mask placed at the block offsets, cut
+    into ceil(S/B)² blocks; a block is kept when > 60 % of its non-empty columns are > 1/3 full."""
+    s, b = layout.tokens_per_frame, layout.block
+    nblocks = -(-s // b)
+    if width < 0:
+        return np.zeros((nblocks, nblocks), dtype=bool)
+    block_rows = np.arange(nblocks) * b - row_offset  # local row where each block row starts
+    rows = (block_rows, block_rows + b)
+    cols = np.arange(nblocks * b) - col_offset  # local column of every padded column
+    valid = (cols >= 0) & (cols < s)
+    counts = _band_rows_per_column(rows, np.where(valid, cols, 0), width, s) * valid[None, :]
+    counts = counts.reshape(nblocks, nblocks, b)  # (block row, block col, column in block)
+    non_empty = (counts > 0).sum(-1)
+    dense = (counts / b > 1 / 3).sum(-1)
+    return dense / (non_empty + 1e-9) > 0.6
+
+
+def block_table(layout: VideoLayout) -> np.ndarray:
+    """Kept blocks of the video×video part, as the reference coarsens it (nb × nb, nb = ⌈V/B⌉)."""
+    s, b, f = layout.tokens_per_frame, layout.block, layout.frames
+    nb = -(-layout.video_tokens // b)
+    table = np.zeros((nb, nb), dtype=bool)
+    bands = band_table(layout)
+    pair = functools.lru_cache(maxsize=None)(
+        lambda width, ro, co: _coarsen_pair(layout, width, ro, co))
+    for i in range(f):
+        for j in range(f):
+            width = math.inf if (j == 0 and layout.flavour == "wan") else bands[abs(i - j)]
+            blocks = pair(width, (i * s) % b, (j * s) % b)
+            r0, c0 = (i * s) // b, (j * s) // b
+            r1, c1 = min(r0 + blocks.shape[0], nb), min(c0 + blocks.shape[1], nb)
+            table[r0:r1, c0:c1] |= blocks[: r1 - r0, : c1 - c0]
+    return table
+
+
+def block_mask_mod(layout: VideoLayout, device: torch.device | str = "cpu"):
+    """The block-coarsened mask as a `mask_mod`; text rows and columns dense and exact."""
+    table = torch.from_numpy(block_table(layout)).to(device)
+    b, v = layout.block, layout.video_tokens
+
+    def mask_mod(b_, h, q_idx, kv_idx):
+        video = table[(q_idx // b).clamp(max=table.shape[0] - 1), (kv_idx // b).clamp(max=table.shape[1] - 1)]
+        return video | (q_idx >= v) | (kv_idx >= v)
+
+    return mask_mod
+
+
+def mask_mod_for(layout: VideoLayout, granularity: str, device: torch.device | str = "cpu"):
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    return radial_mask_mod(layout, device) if granularity == "token" else block_mask_mod(layout, device)
+
+
+def dense_mask(layout: VideoLayout, granularity: str, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The full boolean mask of a granularity, evaluated token by token (reference path, small layouts)."""
+    n = layout.total_tokens
+    index = torch.arange(n, device=device)
+    return mask_mod_for(layout, granularity, device)(None, None, index[:, None], index[None, :])
+
+
+# ----------------------------------------------------------------------------- FlexAttention
+
+
+@functools.lru_cache(maxsize=32)
+def block_mask(layout: VideoLayout, granularity: str, device: str = "cpu"):
+    """The FlexAttention `BlockMask` of a layout, built once per (layout, granularity, device)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    n = layout.total_tokens
+    return create_block_mask(mask_mod_for(layout, granularity, device), B=None, H=None, Q_LEN=n, KV_LEN=n,
+                             device=device, BLOCK_SIZE=layout.block)
+
+
+def kept_block_density(layout: VideoLayout, granularity: str = "block") -> float:
+    """Fraction of B×B blocks of the video×video part that the kernel computes."""
+    if granularity == "block":
+        return float(block_table(layout).mean())
+    mask = block_mask(layout, "token", "cpu")
+    nb = -(-layout.video_tokens // layout.block)
+    dense = mask.to_dense()[0, 0, :nb, :nb]
+    return float(dense.float().mean())
