@@ -202,21 +202,131 @@ def dense_mask(layout: VideoLayout, granularity: str, device: torch.device | str
 # ----------------------------------------------------------------------------- FlexAttention
 
 
+def _axis_pieces(layout: VideoLayout, nblocks: int) -> tuple[np.ndarray, ...]:
+    """For every B-token block along one axis: the (frame, local start, local stop) pieces of the
+    video frames it covers, padded with empty pieces; and whether it holds text or padding."""
+    s, b, v = layout.tokens_per_frame, layout.block, layout.video_tokens
+    k = min(layout.frames, b // s + 2)
+    frame = np.zeros((nblocks, k), dtype=np.int64)
+    start = np.zeros((nblocks, k), dtype=np.int64)
+    stop = np.zeros((nblocks, k), dtype=np.int64)
+    for block in range(nblocks):
+        lo, hi = block * b, min((block + 1) * b, v)
+        for piece in range(k):
+            if lo >= hi:
+                break
+            f = lo // s
+            frame[block, piece], start[block, piece] = f, lo - f * s
+            stop[block, piece] = min(hi, (f + 1) * s) - f * s
+            lo = (f + 1) * s
+    ends = np.minimum((np.arange(nblocks) + 1) * b, layout.total_tokens)
+    mixed = (np.arange(nblocks) * b < v) & ((ends > v) | (ends - np.arange(nblocks) * b < b))
+    text_only = np.arange(nblocks) * b >= v
+    return frame, start, stop, mixed, text_only
+
+
+def block_classes(layout: VideoLayout, granularity: str) -> tuple[np.ndarray, np.ndarray]:
+    """(full, partial) boolean block matrices of a layout: full blocks need no mask inside the
+    kernel, partial ones are masked token by token, the rest are skipped.
+
+    Token granularity decides each block from the extreme |p − q| of its frame pieces (O(1) per
+    block, no token-level mask is ever built); blocks that straddle the video/text border or the
+    end of the sequence are always partial, which is exact because the kernel then applies the
+    mask_mod.
+    """
+    nb = -(-layout.total_tokens // layout.block)
+    frame, start, stop, mixed, text_only = _axis_pieces(layout, nb)
+    if granularity == "block":
+        nv = -(-layout.video_tokens // layout.block)
+        video_full = np.zeros((nb, nb), dtype=bool)
+        video_full[:nv, :nv] = block_table(layout)
+        video_any = video_full.copy()
+    else:
+        widths = np.array([layout.tokens_per_frame if math.isinf(w) else (math.floor(w) if w >= 0 else -1)
+                           for w in band_table(layout)], dtype=np.int64)
+        fi, fj = frame[:, None, :, None], frame[None, :, None, :]
+        a, b_ = start[:, None, :, None], stop[:, None, :, None] - 1  # row piece [a, b_]
+        c, d = start[None, :, None, :], stop[None, :, None, :] - 1  # column piece [c, d]
+        valid = (b_ >= a) & (d >= c)
+        width = widths[np.abs(fi - fj)]
+        sink = (fj == 0) if layout.flavour == "wan" else np.zeros_like(valid)
+        far = np.maximum(np.abs(a - d), np.abs(b_ - c))
+        near = np.where(c > b_, c - b_, np.where(a > d, a - d, 0))
+        piece_full = sink | (far <= width)
+        piece_empty = ~sink & (near > width)
+        video_full = np.all(~valid | piece_full, axis=(2, 3)) & np.any(valid, axis=(2, 3))
+        video_any = ~np.all(~valid | piece_empty, axis=(2, 3))
+    text = text_only[:, None] | text_only[None, :]
+    ends = np.minimum((np.arange(nb) + 1) * layout.block, layout.total_tokens)
+    has_text = ends > layout.video_tokens
+    edge = mixed[:, None] | mixed[None, :]
+    edge_visible = video_any | has_text[:, None] | has_text[None, :]
+    full = (text | video_full) & ~edge
+    partial = (edge & edge_visible) | (video_any & ~video_full & ~text)
+    return full, partial & ~full
+
+
 @functools.lru_cache(maxsize=32)
 def block_mask(layout: VideoLayout, granularity: str, device: str = "cpu"):
     """The FlexAttention `BlockMask` of a layout, built once per (layout, granularity, device)."""
-    from torch.nn.attention.flex_attention import create_block_mask
+    from torch.nn.attention.flex_attention import BlockMask
 
+    full, partial = block_classes(layout, granularity)
+
+    def indices(kept: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        counts = torch.from_numpy(kept.sum(-1).astype(np.int32))
+        order = np.argsort(~kept, axis=-1, kind="stable").astype(np.int32)  # kept blocks first
+        return counts[None, None].to(device), torch.from_numpy(order)[None, None].to(device)
+
+    kv_num, kv_idx = indices(partial)
+    full_num, full_idx = indices(full)
     n = layout.total_tokens
-    return create_block_mask(mask_mod_for(layout, granularity, device), B=None, H=None, Q_LEN=n, KV_LEN=n,
-                             device=device, BLOCK_SIZE=layout.block)
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=layout.block,
+                                    mask_mod=mask_mod_for(layout, granularity, device), seq_lengths=(n, n))
 
 
 def kept_block_density(layout: VideoLayout, granularity: str = "block") -> float:
     """Fraction of B×B blocks of the video×video part that the kernel computes."""
     if granularity == "block":
         return float(block_table(layout).mean())
-    mask = block_mask(layout, "token", "cpu")
-    nb = -(-layout.video_tokens // layout.block)
-    dense = mask.to_dense()[0, 0, :nb, :nb]
-    return float(dense.float().mean())
+    full, partial = block_classes(layout, granularity)
+    nv = -(-layout.video_tokens // layout.block)
+    return float((full | partial)[:nv, :nv].mean())
+
+
+def attention_flops_fraction(layout: VideoLayout, granularity: str = "block") -> float:
+    """Fraction of dense attention FLOPs the block-sparse kernel still does (video and text).
+
+    Partial blocks of the token granularity cost as much as full ones: the kernel computes
+    the whole block and masks inside it.
+    """
+    full, partial = block_classes(layout, granularity)
+    dense = torch.from_numpy(full | partial).float()
+    b, n = layout.block, layout.total_tokens
+    rows = torch.full((dense.shape[0],), float(b))
+    rows[-1] = n - b * (dense.shape[0] - 1)  # the last block row/column may be short
+    return float(rows @ dense @ rows / (n * n))
+
+
+@functools.lru_cache(maxsize=1)
+def compiled_flex_attention():
+    """FlexAttention compiled once per process: the eager path materialises every score."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def radial_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layout: VideoLayout,
+                     granularity: str = "block", scale: float | None = None) -> torch.Tensor:
+    """Block-sparse radial attention of (batch, heads, tokens, head_dim) tensors, any token count."""
+    if query.shape[-2] != layout.total_tokens:
+        raise ValueError(f"layout has {layout.total_tokens} tokens but the query has {query.shape[-2]}")
+    mask = block_mask(layout, granularity, str(query.device))
+    return compiled_flex_attention()(query, key, value, block_mask=mask, scale=scale)
+
+
+def reference_radial_attention(query, key, value, layout: VideoLayout, granularity: str = "block",
+                               scale: float | None = None) -> torch.Tensor:
+    """SDPA with the full boolean mask: slow and memory-hungry, for tests only."""
+    mask = dense_mask(layout, granularity, query.device)
+    return torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale)
