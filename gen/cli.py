@@ -96,6 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     style.add_argument("--attention-backend", choices=BACKENDS, default="sdpa", help="dense attention kernel")
     style.set_defaults(func=cmd_style)
 
+    mask = commands.add_parser(
+        "mask", help="show the radial attention mask of a video layout (needs no weights)",
+        description="Print the token layout, kept-block density and attention FLOPs saved by radial "
+        "attention for a video model, frame count and size; optionally draw the mask.")
+    mask.add_argument("--model", default="wan2.1-1.3b", help="video preset (default: wan2.1-1.3b)")
+    mask.add_argument("--frames", type=int, help="pixel frames (default: per model)")
+    mask.add_argument("--width", type=int, help="pixels (default: per model)")
+    mask.add_argument("--height", type=int, help="pixels (default: per model)")
+    mask.add_argument("--decay", type=float, help="band decay (default: per model)")
+    mask.add_argument("--mask-granularity", choices=["block", "token"], default="block",
+                      help="block: the reference's 128-block coarsening; token: the exact mask")
+    mask.add_argument("--png", help="write a picture of the mask here")
+    mask.add_argument("--overwrite", action="store_true", help="replace an existing --png")
+    mask.set_defaults(func=cmd_mask)
+
     cache = commands.add_parser("cache", help="show or clear gen's caches (inversions, built tiny models)")
     cache.add_argument("action", choices=["info", "clear"])
     cache.add_argument("--all", action="store_true", help="clear: also remove the built tiny models")
@@ -287,6 +302,51 @@ class _StepBars:
     def __exit__(self, *exc):
         for bar in self.bars.values():
             bar.close()
+
+
+# ------------------------------------------------------------------------- mask
+
+
+def cmd_mask(args: argparse.Namespace) -> int:
+    from gen.video_models import video_layout, video_preset
+
+    preset = video_preset(args.model)
+    frames = args.frames if args.frames is not None else preset.frames
+    width = args.width if args.width is not None else preset.width
+    height = args.height if args.height is not None else preset.height
+    decay = preset.decay if args.decay is None else args.decay
+    if not decay > 0:
+        raise GenError(f"--decay must be > 0, got {decay}")
+    layout = video_layout(preset, frames, width, height, decay)
+    png = None
+    if args.png:
+        from gen.outputs import check_output_paths
+
+        png = Path(args.png)
+        check_output_paths([png], args.overwrite)
+
+    from gen.attention.radial import attention_flops_fraction, kept_block_density, mask_picture
+
+    density = kept_block_density(layout, args.mask_granularity)
+    flops = attention_flops_fraction(layout, args.mask_granularity)
+    print(f"model {preset.name} ({preset.flavour}): {frames} frames {width}x{height}")
+    print(f"tokens: {layout.frames} latent frames x {layout.tokens_per_frame} per frame "
+          f"({height // preset.size_multiple}x{width // preset.size_multiple}) = {layout.video_tokens} video"
+          + (f" + {layout.text_tokens} text" if layout.text_tokens else "") + f" = {layout.total_tokens}")
+    print(f"mask: {args.mask_granularity} granularity, decay {decay:g}, block {layout.block}"
+          + (", frame 0 is an attention sink" if layout.flavour == "wan" else ""))
+    print(f"kept-block density (video x video): {100 * density:.1f} %")
+    print(f"attention FLOPs vs dense: {100 * flops:.1f} % ({100 * (1 - flops):.1f} % saved, "
+          f"{1 / flops:.2f}x fewer)")
+    if png is not None:
+        from PIL import Image
+
+        from gen.outputs import atomic_write
+
+        picture = Image.fromarray(mask_picture(layout, args.mask_granularity))
+        atomic_write(png, lambda tmp: picture.save(tmp, format="PNG"), overwrite=args.overwrite)
+        print(f"picture: {png}")
+    return 0
 
 
 # ------------------------------------------------------------------------ cache

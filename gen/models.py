@@ -212,7 +212,7 @@ def load_pipeline(
         pipe = build_arch_pipeline(preset.name, dev, torch_dtype)
     else:
         location = str(tiny_preset_path(preset.name)) if preset.source == "tiny" else preset.location
-        pipe = _from_pretrained(location, preset.name, torch_dtype)
+        pipe = pipeline_from_pretrained(location, preset.name, torch_dtype)
         pipe.to(dev)
         if preset.source in ("hub", "local") and preset.family in ("unknown", "sd", "sdxl"):
             preset = _preset_from_pipe(preset, pipe)
@@ -232,7 +232,8 @@ def _preset_from_pipe(preset: ModelPreset, pipe) -> ModelPreset:
                    steps=steps, guidance=guidance)
 
 
-def _from_pretrained(location: str, name: str, torch_dtype):
+def pipeline_from_pretrained(location: str, name: str, torch_dtype):
+    """`DiffusionPipeline.from_pretrained`, cache first, with one-line errors when a model is unavailable."""
     from diffusers import DiffusionPipeline
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
@@ -287,7 +288,9 @@ def _first_line(exc: BaseException) -> str:
 
 def tiny_preset_path(name: str) -> Path:
     """The saved folder of a tiny preset; built (atomically) on first use."""
-    builders = {"tiny-sd": build_tiny_sd, "tiny-sdxl": build_tiny_sdxl}
+    from gen.video_models import TINY_VIDEO_BUILDERS
+
+    builders = {"tiny-sd": build_tiny_sd, "tiny-sdxl": build_tiny_sdxl, **TINY_VIDEO_BUILDERS}
     if name not in builders:
         raise GenError(f"{name!r} is not a tiny preset; tiny presets: {', '.join(builders)}")
     root = user_cache_dir() / "models"

@@ -93,3 +93,69 @@ def video_layout(preset: VideoPreset, frames: int, width: int, height: int, deca
         text_tokens=preset.text_tokens if text_tokens is None else text_tokens,
         flavour=preset.flavour, decay=preset.decay if decay is None else decay,
     )
+
+
+# ----------------------------------------------------------------------------- building and loading
+
+
+def build_tiny_wan():
+    """A Wan2.1-shaped pipeline with seeded random weights and a locally built tokenizer."""
+    import torch
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from gen.models import build_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(model_max_length=512)
+    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64,
+                                               num_layers=2, num_heads=4, relative_attention_num_buckets=8,
+                                               pad_token_id=1, eos_token_id=1, decoder_start_token_id=0))
+    vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True],
+                           latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
+        text_dim=32, freq_dim=32, ffn_dim=64, num_layers=3, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=64,
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    return WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
+                       transformer=transformer)
+
+
+TINY_VIDEO_BUILDERS = {"tiny-wan": build_tiny_wan}
+
+
+def build_arch_wan_transformer(device="cpu", dtype=None):
+    """Wan2.1-T2V-1.3B's transformer configuration with seeded random weights."""
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    from gen.models import _default_dtype
+
+    torch.manual_seed(0)
+    with torch.device(device), _default_dtype(dtype):
+        return WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
+            out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
+        )
+
+
+def load_video_pipeline(name: str, device: str | None = None, dtype: str | None = None):
+    """(diffusers pipeline, preset, device, dtype) for a video preset; bf16 on GPU by default."""
+    from gen.models import choose_device, choose_dtype, pipeline_from_pretrained, tiny_preset_path
+
+    preset = video_preset(name)
+    if preset.source == "arch":
+        raise GenError(f"{name} is an architecture preset for benchmarks (transformer only); "
+                       "use benchmarks/radial_attention.py or a real or tiny model")
+    if preset.flavour != "wan" or preset.source == "tiny" and name not in TINY_VIDEO_BUILDERS:
+        raise GenError(f"{name}: only Wan models can generate video so far (HunyuanVideo is planned)")
+    dev = choose_device(device)
+    torch_dtype = choose_dtype(dev, dtype or (None if dev.type == "cpu" else "bf16"))
+    location = str(tiny_preset_path(name)) if preset.source == "tiny" else preset.repo_id
+    pipe = pipeline_from_pretrained(location, name, torch_dtype).to(dev)
+    pipe.set_progress_bar_config(leave=False)
+    return pipe, preset, dev, torch_dtype

@@ -56,6 +56,9 @@ def reference_coarsening(layout: VideoLayout) -> torch.Tensor:
             r0, c0 = (i * s) // b, (j * s) // b
             r1, c1 = min(r0 + per_pair, nb), min(c0 + per_pair, nb)
             table[r0:r1, c0:c1] |= kept[: r1 - r0, : c1 - c0]
+    for i in range(f):  # gen keeps every block of a frame attending to itself
+        first, last = (i * s) // b, ((i + 1) * s - 1) // b
+        table[first:last + 1, first:last + 1] = True
     return table
 
 

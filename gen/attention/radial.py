@@ -16,7 +16,9 @@ Two granularities:
   blocks inside the kernel);
 * `block`: the reference implementation's coarsening to B×B blocks, frame pair by frame
   pair (a block is kept when more than 60 % of its non-empty columns are more than 1/3
-  full), so its published quality carries over. Text rows and columns stay exact.
+  full), so its published quality carries over; blocks of a frame attending to itself are
+  always kept (the reference drops them when frames are much smaller than a block, which
+  leaves queries nothing to attend to). Text rows and columns stay exact.
 
 Everything here is a pure function of the layout; `block_mask()` turns a layout into a
 FlexAttention `BlockMask`, cached per (layout, granularity, device).
@@ -171,6 +173,12 @@ def block_table(layout: VideoLayout) -> np.ndarray:
             r0, c0 = (i * s) // b, (j * s) // b
             r1, c1 = min(r0 + blocks.shape[0], nb), min(c0 + blocks.shape[1], nb)
             table[r0:r1, c0:c1] |= blocks[: r1 - r0, : c1 - c0]
+    # Blocks holding a frame's attention to itself are always kept. Real layouts (S ≫ B) keep them
+    # anyway; for frames much smaller than a block the reference's coarsening would drop them and
+    # leave queries with nothing to attend to.
+    for i in range(f):
+        first, last = (i * s) // b, ((i + 1) * s - 1) // b
+        table[first:last + 1, first:last + 1] = True
     return table
 
 
@@ -308,6 +316,21 @@ def attention_flops_fraction(layout: VideoLayout, granularity: str = "block") ->
     return float(rows @ dense @ rows / (n * n))
 
 
+@functools.lru_cache(maxsize=64)
+def keeps_everything(layout: VideoLayout, granularity: str) -> bool:
+    """True when the mask hides nothing, so radial attention is dense attention."""
+    full, partial = block_classes(layout, granularity)
+    if not (full | partial).all():
+        return False
+    mask_mod, b, n = mask_mod_for(layout, granularity), layout.block, layout.total_tokens
+    for i, j in zip(*np.nonzero(partial)):  # only the partial blocks need a token-level look
+        rows = torch.arange(i * b, min((i + 1) * b, n))[:, None]
+        cols = torch.arange(j * b, min((j + 1) * b, n))[None, :]
+        if not bool(mask_mod(None, None, rows, cols).all()):
+            return False
+    return True
+
+
 @functools.lru_cache(maxsize=1)
 def compiled_flex_attention():
     """FlexAttention compiled once per process: the eager path materialises every score."""
@@ -321,6 +344,8 @@ def radial_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     """Block-sparse radial attention of (batch, heads, tokens, head_dim) tensors, any token count."""
     if query.shape[-2] != layout.total_tokens:
         raise ValueError(f"layout has {layout.total_tokens} tokens but the query has {query.shape[-2]}")
+    if keeps_everything(layout, granularity):  # e.g. ≤ 2 latent frames: the dense kernel is the same mask
+        return torch.nn.functional.scaled_dot_product_attention(query, key, value, scale=scale)
     mask = block_mask(layout, granularity, str(query.device))
     return compiled_flex_attention()(query, key, value, block_mask=mask, scale=scale)
 
@@ -330,3 +355,23 @@ def reference_radial_attention(query, key, value, layout: VideoLayout, granulari
     """SDPA with the full boolean mask: slow and memory-hungry, for tests only."""
     mask = dense_mask(layout, granularity, query.device)
     return torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale)
+
+
+def mask_picture(layout: VideoLayout, granularity: str = "block", target_px: int = 768) -> np.ndarray:
+    """An RGB picture of the block mask: white = full block, grey = masked inside, black = skipped;
+    red lines mark frame boundaries, blue the start of the text tokens."""
+    full, partial = block_classes(layout, granularity)
+    nb = full.shape[0]
+    scale = max(1, target_px // nb)
+    picture = np.zeros((nb, nb, 3), dtype=np.uint8)
+    picture[partial] = (150, 150, 150)
+    picture[full] = (255, 255, 255)
+    picture = picture.repeat(scale, 0).repeat(scale, 1)
+    size = nb * scale
+    for frame in range(1, layout.frames):
+        line = min(size - 1, round(frame * layout.tokens_per_frame / layout.block * scale))
+        picture[line, :] = picture[:, line] = (200, 40, 40)
+    if layout.text_tokens:
+        line = min(size - 1, round(layout.video_tokens / layout.block * scale))
+        picture[line, :] = picture[:, line] = (40, 90, 220)
+    return picture

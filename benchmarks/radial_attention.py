@@ -1,0 +1,99 @@
+"""Attention alone: dense SDPA vs radial FlexAttention on Wan2.1-1.3B's real token layout.
+
+The layout is 21 latent frames × 30 × 52 tokens (81 frames at 480×832), then 2× and 4×
+as many latent frames. Few heads keep CPU time sane (attention cost is linear in heads).
+Rounds alternate dense and radial in one run; the table gives medians and:
+
+  speedup       dense time / radial time   (target ≥ 0.7 × 1 / density at ≥ 32k tokens)
+  growth        radial time / radial time of the previous row (frames doubled)
+  predicted     kept blocks / kept blocks of the previous row (what the mask predicts)
+  growth/pred   target ≤ 1.1
+
+    python benchmarks/radial_attention.py                    # CPU, 1 head, ×1 ×2 ×4 frames
+    python benchmarks/radial_attention.py --device cuda --heads 12 --dtype bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from timing import alternate, machine_description  # noqa: E402
+
+from gen.attention.radial import block_classes, radial_attention  # noqa: E402
+from gen.video_models import VIDEO_PRESETS, video_layout  # noqa: E402
+
+
+def run(multipliers: list[int], heads: int, head_dim: int, rounds: int, device: str, dtype: torch.dtype,
+        granularity: str) -> list[dict]:
+    dev = torch.device(device)
+    preset = VIDEO_PRESETS["wan2.1-1.3b"]
+    rows = []
+    for multiplier in multipliers:
+        base = video_layout(preset, preset.frames, preset.width, preset.height)  # 21 × 1560 tokens
+        layout = dataclasses.replace(base, frames=base.frames * multiplier)
+        g = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(1, heads, layout.total_tokens, head_dim, generator=g).to(dev, dtype)
+                   for _ in range(3))
+        full, partial = block_classes(layout, granularity)
+        kept = int((full | partial).sum())
+        started = time.perf_counter()
+        radial_attention(q, k, v, layout, granularity)  # builds the mask, compiles for this shape
+        setup = time.perf_counter() - started
+        times = alternate({"dense": lambda: F.scaled_dot_product_attention(q, k, v),
+                           "radial": lambda: radial_attention(q, k, v, layout, granularity)},
+                          rounds, dev, warmup=0)
+        rows.append({"frames": layout.frames, "tokens": layout.total_tokens, "kept": kept,
+                     "density": kept / full.size, "dense": statistics.median(times["dense"]),
+                     "radial": statistics.median(times["radial"]), "setup": setup})
+    return rows
+
+
+def table(rows: list[dict], facts: str) -> list[str]:
+    lines = [facts, "",
+             "| latent frames | tokens | kept-block density | dense s | radial s | speedup | 0.7/density | "
+             "growth | predicted | growth/pred |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    previous = None
+    for r in rows:
+        speedup = r["dense"] / r["radial"]
+        growth = f"{r['radial'] / previous['radial']:.2f}" if previous else "–"
+        predicted = f"{r['kept'] / previous['kept']:.2f}" if previous else "–"
+        ratio = f"{(r['radial'] / previous['radial']) / (r['kept'] / previous['kept']):.2f}" if previous else "–"
+        lines.append(f"| {r['frames']} | {r['tokens']} | {100 * r['density']:.1f} % | {r['dense']:.3f} | "
+                     f"{r['radial']:.3f} | {speedup:.2f} | {0.7 / r['density']:.2f} | {growth} | {predicted} | "
+                     f"{ratio} |")
+        previous = r
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--multipliers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--heads", type=int, default=1)
+    parser.add_argument("--head-dim", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    parser.add_argument("--granularity", choices=["block", "token"], default="block")
+    args = parser.parse_args()
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    rows = run(args.multipliers, args.heads, args.head_dim, args.rounds, args.device, dtype, args.granularity)
+    facts = (f"# radial vs dense attention, {machine_description(torch.device(args.device))}, {args.heads} head(s) × "
+             f"{args.head_dim}, {args.dtype}, {args.granularity} granularity, decay 0.2, {args.rounds} alternated "
+             f"rounds, {time.strftime('%Y-%m-%d')}")
+    print("\n".join(table(rows, facts)))
+
+
+if __name__ == "__main__":
+    main()

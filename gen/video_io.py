@@ -1,0 +1,73 @@
+"""Writing videos: H.264 MP4 that browsers play (via imageio-ffmpeg), PNG frames, JSON sidecar."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gen.errors import GenError
+from gen.outputs import atomic_write
+
+
+def to_uint8_frames(frames: np.ndarray) -> np.ndarray:
+    """(F, H, W, 3) floats in [0, 1] (diffusers' "np" output) → uint8."""
+    if frames.dtype == np.uint8:
+        return frames
+    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 16, overwrite: bool = False) -> Path:
+    """H.264, yuv420p (what browsers play), written atomically."""
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise GenError("writing MP4 needs the video extra: pip install 'gen[video]'") from None
+    frames = to_uint8_frames(frames)
+    _, height, width, _ = frames.shape
+
+    def write(tmp: Path) -> None:
+        writer = imageio_ffmpeg.write_frames(str(tmp), (width, height), fps=fps, codec="libx264",
+                                             pix_fmt_out="yuv420p", quality=8, macro_block_size=8,
+                                             ffmpeg_log_level="error")
+        writer.send(None)
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+        writer.close()
+
+    return atomic_write(path, write, overwrite=overwrite)
+
+
+def read_mp4_info(path: str | Path) -> dict[str, Any]:
+    """Frame count, size and fps of a video file (decodes it: exact, for checks)."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    count = sum(1 for _ in reader)
+    return {"frames": count, "width": meta["size"][0], "height": meta["size"][1], "fps": meta["fps"],
+            "codec": meta.get("codec")}
+
+
+def sidecar_path(video: str | Path) -> Path:
+    return Path(video).with_suffix(".json")
+
+
+def write_sidecar(video: str | Path, params: dict[str, Any], overwrite: bool = False) -> Path:
+    text = json.dumps(params, indent=2, sort_keys=True)
+    return atomic_write(sidecar_path(video), lambda tmp: tmp.write_text(text), overwrite=overwrite)
+
+
+def write_png_frames(folder: str | Path, frames: np.ndarray, overwrite: bool = False) -> list[Path]:
+    from PIL import Image
+
+    folder = Path(folder)
+    frames = to_uint8_frames(frames)
+    paths = []
+    for index, frame in enumerate(frames):
+        image = Image.fromarray(frame)
+        paths.append(atomic_write(folder / f"frame_{index + 1:04d}.png",
+                                  lambda tmp, image=image: image.save(tmp, format="PNG"), overwrite=overwrite))
+    return paths
