@@ -96,6 +96,33 @@ def build_parser() -> argparse.ArgumentParser:
     style.add_argument("--attention-backend", choices=BACKENDS, default="sdpa", help="dense attention kernel")
     style.set_defaults(func=cmd_style)
 
+    video = commands.add_parser(
+        "video", help="text-to-video with radial sparse attention (Wan)",
+        description="Generate a video. Radial attention makes attention cost O(n log n); the first "
+        "--dense-layers blocks and --dense-steps steps run dense (warm-up).")
+    video.add_argument("prompt")
+    video.add_argument("--model", default="tiny-wan", help="video preset (default: tiny-wan)")
+    video.add_argument("--frames", type=int, help="pixel frames, 4k+1 for Wan (default: per model)")
+    video.add_argument("--width", type=int, help="pixels, a multiple of 16 (default: per model)")
+    video.add_argument("--height", type=int, help="pixels, a multiple of 16 (default: per model)")
+    video.add_argument("--steps", type=int, help="denoising steps (default: per model)")
+    video.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: per model)")
+    video.add_argument("--negative", default="", help="negative prompt")
+    video.add_argument("--seed", type=int, help="seed (default: random, printed)")
+    video.add_argument("--attention", choices=["radial", "dense"], default="radial")
+    video.add_argument("--dense-layers", type=int, help="first N transformer blocks run dense (default: per model)")
+    video.add_argument("--dense-steps", type=int, help="first N steps run dense (default: per model)")
+    video.add_argument("--dense-final-steps", type=int, default=0, help="last N steps run dense (default 0)")
+    video.add_argument("--decay", type=float, help="radial band decay (default: per model)")
+    video.add_argument("--mask-granularity", choices=["block", "token"], default="block")
+    video.add_argument("--fps", type=int, default=16, help="frames per second of the MP4 (default 16)")
+    video.add_argument("--png-frames", action="store_true", help="also write every frame as PNG into OUT_frames/")
+    video.add_argument("--out", help="output MP4 (default: outputs/TIME-SEED.mp4); parameters go to OUT.json")
+    video.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    video.add_argument("--device", help="cuda, cuda:1 or cpu (default: best available)")
+    video.add_argument("--dtype", choices=DTYPES, help="default: bf16 on GPU, fp32 on CPU")
+    video.set_defaults(func=cmd_video)
+
     mask = commands.add_parser(
         "mask", help="show the radial attention mask of a video layout (needs no weights)",
         description="Print the token layout, kept-block density and attention FLOPs saved by radial "
@@ -304,6 +331,66 @@ class _StepBars:
             bar.close()
 
 
+# ------------------------------------------------------------------------ video
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from gen.outputs import check_output_paths
+    from gen.validation import check_guidance, check_seed, check_steps
+    from gen.video_io import sidecar_path
+    from gen.video_models import check_video_shape, video_preset
+
+    preset = video_preset(args.model)
+    frames = args.frames if args.frames is not None else preset.frames
+    width = args.width if args.width is not None else preset.width
+    height = args.height if args.height is not None else preset.height
+    check_video_shape(preset, frames, width, height)
+    if args.steps is not None:
+        check_steps(args.steps)
+    if args.guidance is not None:
+        check_guidance(args.guidance)
+    for label, value in (("--dense-layers", args.dense_layers), ("--dense-steps", args.dense_steps),
+                         ("--dense-final-steps", args.dense_final_steps)):
+        if value is not None and value < 0:
+            raise GenError(f"{label} must be >= 0, got {value}")
+    if args.decay is not None and not args.decay > 0:
+        raise GenError(f"--decay must be > 0, got {args.decay}")
+    if not 1 <= args.fps <= 120:
+        raise GenError(f"--fps must be between 1 and 120, got {args.fps}")
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
+    check_seed(seed)
+    out = Path(args.out) if args.out else Path("outputs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{seed}.mp4"
+    check_output_paths([out], args.overwrite, suffixes=(".mp4",))
+    check_output_paths([sidecar_path(out)], args.overwrite, suffixes=(".json",))
+    frames_dir = out.with_name(out.stem + "_frames")
+    if args.png_frames and frames_dir.exists() and not args.overwrite:
+        raise GenError(f"frame folder {str(frames_dir)!r} already exists; pass --overwrite to replace it")
+
+    _quiet_libraries()
+    from pipelines import TextToVideoPipeline
+
+    print(f"loading {args.model} …", file=sys.stderr)
+    pipe = TextToVideoPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    if preset.source in ("tiny", "arch"):
+        print(f"note: {args.model} has random weights; its videos are noise-like (for tests and demos)",
+              file=sys.stderr)
+    result = pipe(args.prompt, negative_prompt=args.negative, frames=frames, width=width, height=height,
+                  num_inference_steps=args.steps, guidance_scale=args.guidance, seed=seed, attention=args.attention,
+                  dense_layers=args.dense_layers, dense_steps=args.dense_steps,
+                  dense_final_steps=args.dense_final_steps, decay=args.decay, granularity=args.mask_granularity)
+    from gen.video_io import write_mp4, write_png_frames, write_sidecar
+
+    params = dict(result.parameters, fps=args.fps)
+    write_mp4(out, result.frames, fps=args.fps, overwrite=args.overwrite)
+    write_sidecar(out, params, overwrite=args.overwrite)
+    if args.png_frames:
+        write_png_frames(frames_dir, result.frames, overwrite=args.overwrite)
+    stats = result.stats
+    print(f"{out}  {frames} frames {width}x{height}  seed {seed}  "
+          f"({stats['radial_calls']} radial / {stats['dense_calls']} dense self-attention calls)")
+    return 0
+
+
 # ------------------------------------------------------------------------- mask
 
 
@@ -381,6 +468,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from gen.metadata import read_png_metadata
 
+    if Path(args.file).suffix.lower() in (".mp4", ".json"):
+        return _video_info(Path(args.file))
     text, params = read_png_metadata(args.file)
     if args.json:
         if params is None:
@@ -394,6 +483,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     if params is not None:
         print()
         print(json.dumps(params, indent=2, sort_keys=True))
+    return 0
+
+
+
+def _video_info(path: Path) -> int:
+    """A video's parameters live in its JSON sidecar (OUT.json beside OUT.mp4)."""
+    sidecar = path.with_suffix(".json")
+    if not sidecar.is_file():
+        raise GenError(f"{path.name} has no parameter sidecar ({sidecar.name} not found)")
+    try:
+        params = json.loads(sidecar.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise GenError(f"{sidecar.name} is not valid JSON") from None
+    print(json.dumps(params, indent=2, sort_keys=True))
     return 0
 
 

@@ -70,6 +70,7 @@ class TextToVideoPipeline:
         decay: float | None = None,
         granularity: str = "block",
         on_step: StepCallback | None = None,
+        trace: list | None = None,
     ) -> TextToVideoOutput:
         p = self.preset
         frames = p.frames if frames is None else frames
@@ -81,7 +82,7 @@ class TextToVideoPipeline:
             flavour=p.flavour, decay=p.decay if decay is None else decay, granularity=granularity,
             dense_layers=p.dense_layers if dense_layers is None else dense_layers,
             dense_steps=p.dense_steps if dense_steps is None else dense_steps,
-            dense_final_steps=dense_final_steps, total_steps=steps,
+            dense_final_steps=dense_final_steps, total_steps=steps, trace=trace,
         )
         self._check(frames, width, height, steps, guidance, seed, attention, state)
         layout = video_layout(p, frames, width, height, state.decay)

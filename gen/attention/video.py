@@ -33,6 +33,7 @@ class RadialState:
     layout: VideoLayout | None = None
     radial_calls: int = 0  # bookkeeping for tests and benchmarks
     dense_calls: int = 0
+    trace: list | None = None  # if a list: (step, block, "dense" | "radial") per self-attention call
 
     def is_dense(self, block_index: int) -> bool:
         final = self.total_steps and self.step >= self.total_steps - self.dense_final_steps
@@ -75,8 +76,12 @@ class WanRadialProcessor:
         state = self.state
         if encoder_hidden_states is not None or attention_mask is not None or state.is_dense(self.block):
             state.dense_calls += 1
+            if state.trace is not None:
+                state.trace.append((state.step, self.block, "dense"))
             return self.stock(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb, **kwargs)
         state.radial_calls += 1
+        if state.trace is not None:
+            state.trace.append((state.step, self.block, "radial"))
         if attn.fused_projections:
             query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
         else:

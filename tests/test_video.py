@@ -1,0 +1,110 @@
+"""Text-to-video with radial attention on the tiny Wan model: warm-up, equivalence, outputs, errors."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gen.cli import main
+from gen.errors import GenError
+from gen.video_io import read_mp4_info
+
+
+@pytest.fixture(scope="module")
+def tiny_wan():
+    from pipelines import TextToVideoPipeline
+
+    pipe = TextToVideoPipeline.from_pretrained("tiny-wan", device="cpu")
+    pipe.pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_dense_warm_up_switches_at_the_right_layer_and_step(tiny_wan):
+    trace = []
+    tiny_wan("a boat", frames=5, width=64, height=64, num_inference_steps=4, guidance_scale=5.0, seed=1,
+             dense_layers=1, dense_steps=2, dense_final_steps=1, trace=trace)
+    expected = {(step, block, "dense" if block < 1 or step < 2 or step >= 3 else "radial")
+                for step in range(4) for block in range(3)}
+    assert set(trace) == expected
+    assert len(trace) == 4 * 3 * 2  # classifier-free guidance: two transformer calls per step
+
+
+def test_radial_equals_dense_when_the_mask_keeps_everything(tiny_wan):
+    # 5 pixel frames → 2 latent frames: every frame pair is within distance 1.
+    dense = tiny_wan("a boat", frames=5, width=64, height=64, num_inference_steps=3, seed=2, attention="dense")
+    for granularity in ("block", "token"):
+        radial = tiny_wan("a boat", frames=5, width=64, height=64, num_inference_steps=3, seed=2,
+                          dense_layers=0, dense_steps=0, granularity=granularity)
+        assert radial.stats["radial_calls"] > 0
+        assert np.array_equal(radial.frames, dense.frames)
+
+
+def test_radial_changes_the_video_when_the_mask_drops_frame_pairs(tiny_wan):
+    dense = tiny_wan("a boat", frames=17, width=64, height=64, num_inference_steps=2, seed=3, attention="dense")
+    radial = tiny_wan("a boat", frames=17, width=64, height=64, num_inference_steps=2, seed=3, dense_layers=0,
+                      dense_steps=0, granularity="token")
+    assert radial.frames.shape == dense.frames.shape == (17, 64, 64, 3)
+    assert 0 < np.abs(radial.frames - dense.frames).max() < 0.5
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(frames=16), "takes 4k+1 frames; 16 is not one: nearest valid 13 or 17"),
+    (dict(width=70), "width 70 is not a multiple of 16; nearest valid: 64 or 80"),
+    (dict(height=8), "height 8 is out of range"),
+    (dict(attention="sparse"), "attention must be one of radial, dense"),
+    (dict(granularity="pixel"), "mask granularity must be one of"),
+    (dict(decay=0), "decay must be > 0"),
+    (dict(dense_steps=-1), "dense steps must be >= 0"),
+])
+def test_bad_video_settings(tiny_wan, kwargs, message):
+    with pytest.raises(GenError, match=re.escape(message)):
+        tiny_wan("a boat", num_inference_steps=1, **kwargs)
+
+
+def test_video_command_writes_browser_mp4_sidecar_and_frames(tmp_path, capsys):
+    out = tmp_path / "v.mp4"
+    assert main(["video", "a boat", "--model", "tiny-wan", "--frames", "17", "--width", "64", "--height", "48",
+                 "--steps", "2", "--seed", "5", "--png-frames", "--device", "cpu", "--out", str(out)]) == 0
+    info = read_mp4_info(out)
+    assert (info["frames"], info["width"], info["height"]) == (17, 64, 48) and info["codec"].startswith("h264")
+    params = json.loads((tmp_path / "v.json").read_text())
+    assert params["frames"] == 17 and params["seed"] == 5 and params["attention"] == "radial"
+    frames = sorted((tmp_path / "v_frames").iterdir())
+    assert len(frames) == 17 and Image.open(frames[0]).size == (64, 48)
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert '"latent_frames": 5' in capsys.readouterr().out
+    assert main(["video", "x", "--frames", "5", "--width", "64", "--height", "48", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--frames", "80"], "takes 4k+1 frames; 80 is not one: nearest valid 77 or 81"),
+    (["--width", "830"], "width 830 is not a multiple of 16; nearest valid: 816 or 832"),
+    (["--out", "v.gif"], "must end in .mp4"),
+    (["--decay", "-1"], "--decay must be > 0"),
+    (["--model", "wan9"], "unknown video model 'wan9'"),
+])
+def test_bad_video_command_input(tmp_path, capsys, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
+    code = main(["video", "x", "--model", "tiny-wan", "--frames", "17", "--width", "64", "--height", "64",
+                 "--out", "v.mp4", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mask_command_reports_layout_density_and_draws(tmp_path, capsys):
+    png = tmp_path / "mask.png"
+    assert main(["mask", "--model", "wan2.1-1.3b", "--frames", "81", "--width", "832", "--height", "480",
+                 "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "21 latent frames x 1560 per frame (30x52) = 32760 video" in out
+    assert "kept-block density (video x video): 33.8 %" in out and "saved" in out
+    assert Image.open(png).size[0] >= 512
+    assert main(["mask", "--model", "hunyuan-video", "--frames", "117", "--width", "1280", "--height", "768"]) == 0
+    assert "256 text" in capsys.readouterr().out
+    assert main(["mask", "--frames", "80"]) == 2
+    assert "nearest valid 77 or 81" in capsys.readouterr().err
