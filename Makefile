@@ -32,11 +32,15 @@ demo: $(STAMP)
 		--steps 4 --seed 7 --out outputs/demo/lighthouse-sdxl.png --overwrite
 	$(BIN)/gen style --content assets/coffee.jpg --style assets/brick.jpg --style assets/gravel.jpg:0.3 \
 		--steps 20 --size 128 --out outputs/demo/coffee-styled.png --overwrite
+	$(BIN)/gen video "waves rolling onto a beach" --model tiny-wan --frames 17 --width 64 --height 64 \
+		--steps 4 --seed 3 --out outputs/demo/waves.mp4 --overwrite
+	$(BIN)/gen mask --model wan2.1-1.3b --png outputs/demo/wan-mask.png --overwrite
 	$(BIN)/gen info outputs/demo/lighthouse-7.png
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/entropy_scaling.py --rounds 16
 	$(BIN)/python benchmarks/style_transfer.py
+	$(BIN)/python benchmarks/radial_attention.py
 
 gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu_check.py

@@ -21,6 +21,7 @@ arch-sd15 at 512², 50 steps, fp16.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 import sys
@@ -37,6 +38,8 @@ from entropy_scaling import run as run_entropy_benchmark  # noqa: E402
 from entropy_scaling import unet_step  # noqa: E402
 from style_transfer import run as run_style_benchmark  # noqa: E402
 from style_transfer import table as style_table  # noqa: E402
+from radial_attention import run as run_radial_benchmark  # noqa: E402
+from radial_attention import table as radial_table  # noqa: E402
 from timing import alternate, median_ratio  # noqa: E402
 
 from gen.attention import entropy_scaling, is_cross_attention, select_layers  # noqa: E402
@@ -180,6 +183,59 @@ def check_style(device: torch.device) -> bool:
     return ok
 
 
+def check_radial(device: torch.device, quick: bool) -> bool:
+    """Radial attention on CUDA: FlexAttention against SDPA with the boolean mask, the attention-alone
+    table, and one denoising step of arch-wan-1.3b at 81 frames 480×832, dense vs radial."""
+    from gen.attention.radial import VideoLayout, radial_attention, reference_radial_attention
+    from gen.attention.video import RadialState, install_radial
+    from gen.video_models import build_arch_wan_transformer
+
+    ok = True
+    for granularity in ("block", "token"):
+        layout = VideoLayout(frames=8, tokens_per_frame=30 * 52, flavour="wan", decay=0.2)
+        g = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(1, 4, layout.total_tokens, 128, generator=g).to(device, torch.bfloat16)
+                   for _ in range(3))
+        err = (radial_attention(q, k, v, layout, granularity).float()
+               - reference_radial_attention(q, k, v, layout, granularity).float()).abs().max().item()
+        ok &= check(f"radial FlexAttention ({granularity}) == SDPA with the mask, bf16", err < 2e-2,
+                    f"max err {err:.2e}")
+    say()
+    for line in radial_table(run_radial_benchmark([1, 2] if quick else [1, 2, 4], 12, 128, 5, "cuda",
+                                                  torch.bfloat16, "block"),
+                             "attention alone, 12 heads × 128, bf16, block granularity"):
+        say(line)
+    torch.cuda.empty_cache()
+
+    transformer = build_arch_wan_transformer(device, torch.bfloat16).eval()
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 16, 21, 60, 104, generator=g).to(device, torch.bfloat16)
+    text = torch.randn(1, 512, 4096, generator=g).to(device, torch.bfloat16)
+    timestep = torch.tensor([500], device=device)
+
+    def step():
+        with torch.inference_mode():
+            transformer(latents, timestep, text)
+
+    state = RadialState(dense_layers=1, dense_steps=0)
+
+    @contextlib.contextmanager
+    def radial():
+        installation, hook = install_radial(transformer, state)
+        with installation:
+            yield
+        hook.remove()
+
+    times = alternate({"dense": step, "radial": step}, 3, device, warmup=1, contexts={"radial": radial})
+    dense, radial_s = statistics.median(times["dense"]), statistics.median(times["radial"])
+    say()
+    say(f"arch-wan-1.3b, one denoising step (one transformer call), 81 frames 480x832 = 32760 tokens, bf16: "
+        f"dense {dense:.3f}s, radial (block 0 dense) {radial_s:.3f}s, speedup {dense / radial_s:.2f}x")
+    del transformer
+    torch.cuda.empty_cache()
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="also write the report to this file")
@@ -201,6 +257,7 @@ def main() -> int:
     time_entropy(args.rounds, args.quick)
     time_whole_generation(device, steps=20)
     ok &= check_style(device)
+    ok &= check_radial(device, args.quick)
     say()
     say(f"total {time.perf_counter() - started:.0f}s, peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB, "
         f"{'all checks passed' if ok else 'SOME CHECKS FAILED'}")
