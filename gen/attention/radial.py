@@ -48,6 +48,7 @@ class VideoLayout:
     flavour: str = "wan"
     decay: float = 0.2
     block: int = BLOCK
+    key_limit: int | None = None  # keys at or beyond this index are hidden from every query (text padding)
 
     def __post_init__(self):
         if self.flavour not in FLAVOURS:
@@ -62,6 +63,10 @@ class VideoLayout:
     @property
     def total_tokens(self) -> int:
         return self.video_tokens + self.text_tokens
+
+    @property
+    def visible_keys(self) -> int:
+        return self.total_tokens if self.key_limit is None else min(self.key_limit, self.total_tokens)
 
 
 # ----------------------------------------------------------------------------- the definition
@@ -98,7 +103,7 @@ def token_mask(layout: VideoLayout, device: torch.device | str = "cpu") -> torch
     if layout.flavour == "wan":
         keep |= (frame == 0)[None, :]
     video = (index < v)[:, None] & (index < v)[None, :]
-    return torch.where(video, keep, torch.ones_like(keep))
+    return torch.where(video, keep, torch.ones_like(keep)) & (index < layout.visible_keys)[None, :]
 
 
 def radial_mask_mod(layout: VideoLayout, device: torch.device | str = "cpu"):
@@ -110,6 +115,7 @@ def radial_mask_mod(layout: VideoLayout, device: torch.device | str = "cpu"):
         dtype=torch.int64, device=device,
     )
     sink = layout.flavour == "wan"
+    limit = torch.tensor(layout.visible_keys, device=device)
 
     def mask_mod(b, h, q_idx, kv_idx):
         q_frame, k_frame = q_idx // s, kv_idx // s
@@ -117,7 +123,7 @@ def radial_mask_mod(layout: VideoLayout, device: torch.device | str = "cpu"):
         band = (q_idx % s - kv_idx % s).abs() <= widths[distance]
         if sink:
             band = band | (k_frame == 0)
-        return band | (q_idx >= v) | (kv_idx >= v)
+        return (band | (q_idx >= v) | (kv_idx >= v)) & (kv_idx < limit)
 
     return mask_mod
 
@@ -186,10 +192,11 @@ def block_mask_mod(layout: VideoLayout, device: torch.device | str = "cpu"):
     """The block-coarsened mask as a `mask_mod`; text rows and columns dense and exact."""
     table = torch.from_numpy(block_table(layout)).to(device)
     b, v = layout.block, layout.video_tokens
+    limit = torch.tensor(layout.visible_keys, device=device)
 
     def mask_mod(b_, h, q_idx, kv_idx):
         video = table[(q_idx // b).clamp(max=table.shape[0] - 1), (kv_idx // b).clamp(max=table.shape[1] - 1)]
-        return video | (q_idx >= v) | (kv_idx >= v)
+        return (video | (q_idx >= v) | (kv_idx >= v)) & (kv_idx < limit)
 
     return mask_mod
 
@@ -228,7 +235,8 @@ def _axis_pieces(layout: VideoLayout, nblocks: int) -> tuple[np.ndarray, ...]:
             stop[block, piece] = min(hi, (f + 1) * s) - f * s
             lo = (f + 1) * s
     ends = np.minimum((np.arange(nblocks) + 1) * b, layout.total_tokens)
-    mixed = (np.arange(nblocks) * b < v) & ((ends > v) | (ends - np.arange(nblocks) * b < b))
+    starts = np.arange(nblocks) * b
+    mixed = ((starts < v) & (ends > v)) | (ends - starts < b)  # video/text border or a short last block
     text_only = np.arange(nblocks) * b >= v
     return frame, start, stop, mixed, text_only
 
@@ -271,6 +279,12 @@ def block_classes(layout: VideoLayout, granularity: str) -> tuple[np.ndarray, np
     edge_visible = video_any | has_text[:, None] | has_text[None, :]
     full = (text | video_full) & ~edge
     partial = (edge & edge_visible) | (video_any & ~video_full & ~text)
+    # Hidden keys (text padding): key blocks wholly past the limit go, straddling ones become partial.
+    starts = np.arange(nb) * layout.block
+    hidden = starts >= layout.visible_keys
+    straddle = (starts < layout.visible_keys) & (ends > layout.visible_keys)
+    partial = (partial | (full & straddle[None, :])) & ~hidden[None, :]
+    full = full & ~straddle[None, :] & ~hidden[None, :]
     return full, partial & ~full
 
 
