@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--dense-final-steps", type=int, default=0, help="last N steps run dense (default 0)")
     video.add_argument("--decay", type=float, help="radial band decay (default: per model)")
     video.add_argument("--mask-granularity", choices=["block", "token"], default="block")
+    video.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",
+                       help="LoRA weights (.safetensors), optionally with a scale; repeatable")
     video.add_argument("--fps", type=int, default=16, help="frames per second of the MP4 (default 16)")
     video.add_argument("--png-frames", action="store_true", help="also write every frame as PNG into OUT_frames/")
     video.add_argument("--out", help="output MP4 (default: outputs/TIME-SEED.mp4); parameters go to OUT.json")
@@ -244,8 +246,8 @@ def cmd_style(args: argparse.Namespace) -> int:
     from gen.images import load_image, load_mask
     from gen.models import resolve_model
     from gen.outputs import check_output_paths, named_output_paths
-    from gen.style import parse_weighted_path, strength_to_gamma
-    from gen.validation import check_seed, check_side, check_steps
+    from gen.style import strength_to_gamma
+    from gen.validation import check_seed, check_side, check_steps, parse_weighted_path
 
     resolve_model(args.model)
     check_steps(args.steps)
@@ -336,9 +338,9 @@ class _StepBars:
 
 def cmd_video(args: argparse.Namespace) -> int:
     from gen.outputs import check_output_paths
-    from gen.validation import check_guidance, check_seed, check_steps
+    from gen.validation import check_guidance, check_seed, check_steps, parse_weighted_path
     from gen.video_io import sidecar_path
-    from gen.video_models import check_video_shape, video_preset
+    from gen.video_models import check_lora_file, check_video_shape, video_preset
 
     preset = video_preset(args.model)
     frames = args.frames if args.frames is not None else preset.frames
@@ -359,6 +361,9 @@ def cmd_video(args: argparse.Namespace) -> int:
         raise GenError(f"--fps must be between 1 and 120, got {args.fps}")
     seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
     check_seed(seed)
+    loras = [parse_weighted_path(spec) for spec in args.lora]
+    for path, _ in loras:
+        check_lora_file(path)
     out = Path(args.out) if args.out else Path("outputs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{seed}.mp4"
     check_output_paths([out], args.overwrite, suffixes=(".mp4",))
     check_output_paths([sidecar_path(out)], args.overwrite, suffixes=(".json",))
@@ -371,6 +376,7 @@ def cmd_video(args: argparse.Namespace) -> int:
 
     print(f"loading {args.model} …", file=sys.stderr)
     pipe = TextToVideoPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    pipe.load_loras(loras)
     if preset.source in ("tiny", "arch"):
         print(f"note: {args.model} has random weights; its videos are noise-like (for tests and demos)",
               file=sys.stderr)

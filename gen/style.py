@@ -76,17 +76,6 @@ def normalise_weights(weights: list[float]) -> list[float]:
     return [w / total for w in weights]
 
 
-def parse_weighted_path(spec: str) -> tuple[str, float]:
-    """`style.png` → (style.png, 1.0); `style.png:0.3` → (style.png, 0.3)."""
-    path, sep, suffix = spec.rpartition(":")
-    if sep:
-        try:
-            return path, float(suffix)
-        except ValueError:
-            pass
-    return spec, 1.0
-
-
 def injected_attention(
     q_content: torch.Tensor,
     q_current: torch.Tensor,

@@ -52,3 +52,14 @@ def check_seed(seed: int) -> None:
 def check_batch(count: int, limit: int = 1000) -> None:
     if not 1 <= count <= limit:
         raise GenError(f"batch must be between 1 and {limit}, got {count}")
+
+
+def parse_weighted_path(spec: str) -> tuple[str, float]:
+    """`style.png` → (style.png, 1.0); `style.png:0.3` → (style.png, 0.3). Used for styles and LoRAs."""
+    path, sep, suffix = spec.rpartition(":")
+    if sep:
+        try:
+            return path, float(suffix)
+        except ValueError:
+            pass
+    return spec, 1.0

@@ -80,6 +80,17 @@ def check_video_shape(preset: VideoPreset, frames: int, width: int, height: int)
             raise GenError(f"{label} {value} is not a multiple of {m}; nearest valid: {options}")
 
 
+def check_lora_file(path: str) -> None:
+    """LoRA weights must be an existing safetensors file (pickled formats can run code)."""
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise GenError(f"LoRA file {path!r} does not exist")
+    if file.suffix != ".safetensors":
+        raise GenError(f"LoRA {file.name}: only .safetensors files are loaded (pickled weights can run code)")
+
+
 def video_layout(preset: VideoPreset, frames: int, width: int, height: int, decay: float | None = None,
                  text_tokens: int | None = None) -> VideoLayout:
     """The attention token layout of a video of `frames` pixel frames at width×height."""
@@ -124,7 +135,6 @@ def build_tiny_wan():
                        transformer=transformer)
 
 
-TINY_VIDEO_BUILDERS = {"tiny-wan": build_tiny_wan}
 
 
 def build_arch_wan_transformer(device="cpu", dtype=None):
@@ -151,11 +161,48 @@ def load_video_pipeline(name: str, device: str | None = None, dtype: str | None 
     if preset.source == "arch":
         raise GenError(f"{name} is an architecture preset for benchmarks (transformer only); "
                        "use benchmarks/radial_attention.py or a real or tiny model")
-    if preset.flavour != "wan" or preset.source == "tiny" and name not in TINY_VIDEO_BUILDERS:
-        raise GenError(f"{name}: only Wan models can generate video so far (HunyuanVideo is planned)")
     dev = choose_device(device)
     torch_dtype = choose_dtype(dev, dtype or (None if dev.type == "cpu" else "bf16"))
     location = str(tiny_preset_path(name)) if preset.source == "tiny" else preset.repo_id
     pipe = pipeline_from_pretrained(location, name, torch_dtype).to(dev)
     pipe.set_progress_bar_config(leave=False)
     return pipe, preset, dev, torch_dtype
+
+
+def build_tiny_hunyuan():
+    """A HunyuanVideo-shaped pipeline: LLaMA + CLIP text encoders, joint video/text attention."""
+    import torch
+    from diffusers import (AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline,
+                           HunyuanVideoTransformer3DModel)
+    from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
+
+    from gen.models import build_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(model_max_length=1024)
+    text_encoder = LlamaModel(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                          max_position_embeddings=2048, bos_token_id=0, eos_token_id=1,
+                                          pad_token_id=1))
+    tokenizer_2 = build_tokenizer()
+    text_encoder_2 = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer_2), hidden_size=8, intermediate_size=16,
+                                                  num_hidden_layers=1, num_attention_heads=2, projection_dim=8,
+                                                  max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
+                                                  pad_token_id=1))
+    vae = AutoencoderKLHunyuanVideo(
+        in_channels=3, out_channels=3, latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        act_fn="silu", norm_num_groups=4, scaling_factor=0.476986, spatial_compression_ratio=8,
+        temporal_compression_ratio=4, mid_block_add_attention=True,
+    )
+    transformer = HunyuanVideoTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=1,
+        num_single_layers=2, num_refiner_layers=1, patch_size=2, patch_size_t=1, text_embed_dim=16,
+        pooled_projection_dim=8, rope_axes_dim=(4, 6, 6),
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
+    return HunyuanVideoPipeline(text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, vae=vae,
+                                scheduler=scheduler, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
+
+
+TINY_VIDEO_BUILDERS = {"tiny-wan": build_tiny_wan, "tiny-hunyuan": build_tiny_hunyuan}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,11 +44,35 @@ class TextToVideoOutput:
 class TextToVideoPipeline:
     def __init__(self, pipe, preset, device, dtype):
         self.pipe, self.preset, self.device, self.dtype = pipe, preset, device, dtype
+        self.loras: list[tuple[str, float]] = []
 
     @classmethod
     def from_pretrained(cls, model: str, *, device: str | None = None, dtype: str | None = None,
                         ) -> TextToVideoPipeline:
         return cls(*load_video_pipeline(model, device=device, dtype=dtype))
+
+    def load_loras(self, loras: list[tuple[str, float]]) -> None:
+        """Load LoRA weights (.safetensors) with scales; they act on the same layers the radial
+        processors use. Needs `peft` (the video extra)."""
+        if not loras:
+            return
+        from gen.paths import safe_name
+        from gen.video_models import check_lora_file
+
+        names = []
+        for index, (path, _) in enumerate(loras):
+            check_lora_file(path)
+            name = f"{safe_name(Path(path).stem, 40)}_{index}"
+            try:
+                self.pipe.load_lora_weights(str(path), adapter_name=name)
+            except ImportError:
+                raise GenError("loading LoRAs needs peft: pip install 'gen[video]'") from None
+            except (ValueError, KeyError, RuntimeError, OSError) as exc:
+                raise GenError(f"LoRA {Path(path).name} does not fit {self.preset.name}: "
+                               f"{str(exc).splitlines()[0][:200]}") from None
+            names.append(name)
+        self.pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
+        self.loras = [(Path(path).name, scale) for path, scale in loras]
 
     def transformers(self) -> list[torch.nn.Module]:
         """One transformer (Wan2.1) or two (Wan2.2 A14B: high- and low-noise experts)."""
@@ -107,6 +132,7 @@ class TextToVideoPipeline:
             "attention": attention, "dense_layers": state.dense_layers, "dense_steps": state.dense_steps,
             "dense_final_steps": dense_final_steps, "decay": state.decay, "mask_granularity": granularity,
             "latent_frames": layout.frames, "tokens_per_frame": layout.tokens_per_frame,
+            "loras": [[name, scale] for name, scale in self.loras],
             "model": p.name, "random_weights": p.source in ("tiny", "arch"), "device": self.device.type,
             "dtype": dtype_name(self.dtype), "gen_version": gen.__version__,
         }

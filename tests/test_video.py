@@ -12,13 +12,22 @@ from gen.errors import GenError
 from gen.video_io import read_mp4_info
 
 
-@pytest.fixture(scope="module")
-def tiny_wan():
+def _load(name):
     from pipelines import TextToVideoPipeline
 
-    pipe = TextToVideoPipeline.from_pretrained("tiny-wan", device="cpu")
+    pipe = TextToVideoPipeline.from_pretrained(name, device="cpu")
     pipe.pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="module")
+def tiny_wan():
+    return _load("tiny-wan")
+
+
+@pytest.fixture(scope="module")
+def tiny_hunyuan():
+    return _load("tiny-hunyuan")
 
 
 def test_dense_warm_up_switches_at_the_right_layer_and_step(tiny_wan):
@@ -31,20 +40,24 @@ def test_dense_warm_up_switches_at_the_right_layer_and_step(tiny_wan):
     assert len(trace) == 4 * 3 * 2  # classifier-free guidance: two transformer calls per step
 
 
-def test_radial_equals_dense_when_the_mask_keeps_everything(tiny_wan):
+@pytest.mark.parametrize("model", ["tiny_wan", "tiny_hunyuan"])
+def test_radial_equals_dense_when_the_mask_keeps_everything(model, request):
     # 5 pixel frames → 2 latent frames: every frame pair is within distance 1.
-    dense = tiny_wan("a boat", frames=5, width=64, height=64, num_inference_steps=3, seed=2, attention="dense")
+    pipe = request.getfixturevalue(model)
+    dense = pipe("a boat", frames=5, width=64, height=64, num_inference_steps=3, seed=2, attention="dense")
     for granularity in ("block", "token"):
-        radial = tiny_wan("a boat", frames=5, width=64, height=64, num_inference_steps=3, seed=2,
-                          dense_layers=0, dense_steps=0, granularity=granularity)
+        radial = pipe("a boat", frames=5, width=64, height=64, num_inference_steps=3, seed=2,
+                      dense_layers=0, dense_steps=0, granularity=granularity)
         assert radial.stats["radial_calls"] > 0
         assert np.array_equal(radial.frames, dense.frames)
 
 
-def test_radial_changes_the_video_when_the_mask_drops_frame_pairs(tiny_wan):
-    dense = tiny_wan("a boat", frames=17, width=64, height=64, num_inference_steps=2, seed=3, attention="dense")
-    radial = tiny_wan("a boat", frames=17, width=64, height=64, num_inference_steps=2, seed=3, dense_layers=0,
-                      dense_steps=0, granularity="token")
+@pytest.mark.parametrize("model", ["tiny_wan", "tiny_hunyuan"])
+def test_radial_changes_the_video_when_the_mask_drops_frame_pairs(model, request):
+    pipe = request.getfixturevalue(model)
+    dense = pipe("a boat", frames=17, width=64, height=64, num_inference_steps=2, seed=3, attention="dense")
+    radial = pipe("a boat", frames=17, width=64, height=64, num_inference_steps=2, seed=3, dense_layers=0,
+                  dense_steps=0, granularity="token")
     assert radial.frames.shape == dense.frames.shape == (17, 64, 64, 3)
     assert 0 < np.abs(radial.frames - dense.frames).max() < 0.5
 
@@ -108,3 +121,52 @@ def test_mask_command_reports_layout_density_and_draws(tmp_path, capsys):
     assert "256 text" in capsys.readouterr().out
     assert main(["mask", "--frames", "80"]) == 2
     assert "nearest valid 77 or 81" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def lora_file(tmp_path_factory):
+    """A LoRA for tiny-wan's attention projections, made with peft and saved as diffusers does."""
+    from diffusers import WanPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    transformer = _load("tiny-wan").pipe.transformer
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                                       init_lora_weights=False))
+    folder = tmp_path_factory.mktemp("lora")
+    WanPipeline.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(transformer),
+                                  safe_serialization=True)
+    return folder / "pytorch_lora_weights.safetensors"
+
+
+def test_lora_changes_the_video_and_scale_zero_does_not(lora_file):
+    def run(*loras):
+        pipe = _load("tiny-wan")
+        pipe.load_loras(list(loras))
+        return pipe("a boat", frames=5, width=64, height=64, num_inference_steps=2, seed=4, dense_layers=0,
+                    dense_steps=0)
+
+    base, with_lora, zero = run(), run((str(lora_file), 1.0)), run((str(lora_file), 0.0))
+    assert not np.array_equal(base.frames, with_lora.frames)
+    assert np.array_equal(base.frames, zero.frames)
+    assert with_lora.parameters["loras"] == [["pytorch_lora_weights.safetensors", 1.0]]
+
+
+def test_lora_input_errors(tmp_path, capsys, lora_file):
+    pickled = tmp_path / "style.bin"
+    pickled.write_bytes(b"x")
+    for spec, message in ((str(pickled), "only .safetensors files are loaded"),
+                          (str(tmp_path / "none.safetensors") + ":0.5", "does not exist")):
+        code = main(["video", "x", "--frames", "5", "--width", "64", "--height", "64", "--lora", spec,
+                     "--out", str(tmp_path / "v.mp4")])
+        assert code == 2 and message in capsys.readouterr().err
+    junk = tmp_path / "junk.safetensors"
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"unrelated.weight": torch.zeros(2, 2)}, str(junk))
+    code = main(["video", "x", "--frames", "5", "--width", "64", "--height", "64", "--steps", "1", "--lora",
+                 str(junk), "--device", "cpu", "--out", str(tmp_path / "v.mp4")])
+    err = capsys.readouterr().err
+    assert code == 2 and "junk.safetensors" in err and "Traceback" not in err
+    assert not (tmp_path / "v.mp4").exists()
