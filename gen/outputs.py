@@ -74,6 +74,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], overwrite: boo
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
         if overwrite:
             os.replace(tmp, path)
         else:
@@ -88,3 +89,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], overwrite: boo
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current

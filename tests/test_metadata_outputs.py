@@ -63,6 +63,7 @@ def test_atomic_write_never_clobbers_without_overwrite(tmp_path):
     assert target.read_bytes() == b"precious" and sorted(tmp_path.iterdir()) == [target]
     atomic_write(target, lambda tmp: tmp.write_bytes(b"new"), overwrite=True)
     assert target.read_bytes() == b"new"
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_current_umask()  # not mkstemp's private 0600
 
 
 def test_output_checks(tmp_path, monkeypatch):
@@ -78,3 +79,11 @@ def test_output_checks(tmp_path, monkeypatch):
     monkeypatch.setattr("os.access", lambda path, mode: False)  # simulate a read-only folder
     with pytest.raises(GenError, match="permission denied"):
         check_output_paths([tmp_path / "new" / "out.png"], overwrite=False)
+
+
+def _current_umask():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

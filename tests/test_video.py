@@ -170,3 +170,29 @@ def test_lora_input_errors(tmp_path, capsys, lora_file):
     err = capsys.readouterr().err
     assert code == 2 and "junk.safetensors" in err and "Traceback" not in err
     assert not (tmp_path / "v.mp4").exists()
+
+
+def test_wan22_two_transformers_both_run_radial():
+    """Wan2.2 A14B switches from a high-noise to a low-noise transformer mid-way; both get processors."""
+    import copy
+
+    from diffusers import WanPipeline
+
+    from gen.video_models import VIDEO_PRESETS
+    from pipelines import TextToVideoPipeline
+
+    base = _load("tiny-wan")
+    pipe = WanPipeline(tokenizer=base.pipe.tokenizer, text_encoder=base.pipe.text_encoder, vae=base.pipe.vae,
+                       scheduler=base.pipe.scheduler, transformer=base.pipe.transformer,
+                       transformer_2=copy.deepcopy(base.pipe.transformer), boundary_ratio=0.5)
+    pipe.set_progress_bar_config(disable=True)
+    video = TextToVideoPipeline(pipe, VIDEO_PRESETS["tiny-wan"], base.device, base.dtype)
+    seen = []
+    hooks = [t.register_forward_pre_hook(lambda m, a, i=i: seen.append(i)) for i, t in enumerate(video.transformers())]
+    trace = []
+    video("a boat", frames=5, width=64, height=64, num_inference_steps=4, guidance_scale=1.0, seed=1,
+          dense_layers=0, dense_steps=0, trace=trace)
+    for hook in hooks:
+        hook.remove()
+    assert set(seen) == {0, 1}  # both experts ran
+    assert len(trace) == 4 * 3 and {kind for *_, kind in trace} == {"radial"}
