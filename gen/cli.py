@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     style.set_defaults(func=cmd_style)
 
     video = commands.add_parser(
-        "video", help="text-to-video with radial sparse attention (Wan)",
+        "video", help="text-to-video with radial sparse attention (Wan, HunyuanVideo)",
         description="Generate a video. Radial attention makes attention cost O(n log n); the first "
         "--dense-layers blocks and --dense-steps steps run dense (warm-up).")
     video.add_argument("prompt")
