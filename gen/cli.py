@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -60,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("--dtype", choices=DTYPES, help="default: fp16 on GPU, fp32 on CPU")
     image.add_argument("--attention-backend", choices=BACKENDS, default="sdpa",
                        help="dense attention kernel (xformers: CUDA only, if installed)")
-    image.set_defaults(func=cmd_image)
+    image.set_defaults(func=cmd_generate)
 
     style = commands.add_parser(
         "style",
@@ -94,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     style.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: best available)")
     style.add_argument("--dtype", choices=DTYPES, help="default: fp16 on GPU, fp32 on CPU")
     style.add_argument("--attention-backend", choices=BACKENDS, default="sdpa", help="dense attention kernel")
-    style.set_defaults(func=cmd_style)
+    style.set_defaults(func=cmd_generate)
 
     video = commands.add_parser(
         "video", help="text-to-video with radial sparse attention (Wan, HunyuanVideo)",
@@ -123,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     video.add_argument("--device", help="cuda, cuda:1 or cpu (default: best available)")
     video.add_argument("--dtype", choices=DTYPES, help="default: bf16 on GPU, fp32 on CPU")
-    video.set_defaults(func=cmd_video)
+    video.set_defaults(func=cmd_generate)
 
     mask = commands.add_parser(
         "mask", help="show the radial attention mask of a video layout (needs no weights)",
@@ -165,64 +164,41 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-# ------------------------------------------------------------------------ image
+# ------------------------------------------------------------------- generation
 
 
-def cmd_image(args: argparse.Namespace) -> int:
-    from gen.models import resolve_model
-    from gen.outputs import batch_output_paths, check_output_paths
-    from gen.validation import check_batch, check_guidance, check_seed, check_side, check_steps
+def cmd_generate(args: argparse.Namespace) -> int:
+    """`gen image`, `gen style` and `gen video`: plan (all checks), load, run, report."""
+    from gen.jobs import load_pipeline_for, plan_job, run_job, uses_random_weights
 
-    # Everything that can be checked without loading a model is checked first.
-    preset = resolve_model(args.model)
-    for label, value in (("--train-size", args.train_size), ("width", args.width), ("height", args.height)):
-        if value is not None:  # an unset side defaults to the training size, known once loaded
-            check_side(label, value)
-    if args.steps is not None:
-        check_steps(args.steps)
-    if args.guidance is not None:
-        check_guidance(args.guidance)
-    check_batch(args.batch)
-    first_seed = args.seed if args.seed is not None else secrets.randbelow(2**32 - args.batch)
-    seeds = [first_seed + i for i in range(args.batch)]
-    for seed in seeds:
-        check_seed(seed)
-    if args.out:
-        outputs = batch_output_paths(args.out, seeds)
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        outputs = [Path("outputs") / f"{stamp}-{seed}.png" for seed in seeds]
-    check_output_paths(outputs, args.overwrite)
-
-    from gen.attention.kernels import resolve_backend
-    from gen.models import choose_device
-
-    resolve_backend(args.attention_backend, choose_device(args.device))  # before a long model load
+    plan = plan_job(args)
     _quiet_libraries()
-    from gen.metadata import png_text_chunks
-    from gen.outputs import atomic_write
-    from pipelines import TextToImagePipeline
-
     print(f"loading {args.model} …", file=sys.stderr)
-    pipe = TextToImagePipeline.from_pretrained(
-        args.model, device=args.device, dtype=args.dtype, train_size=args.train_size,
-        attention_backend=args.attention_backend,
-    )
-    if pipe.model.preset.is_random:
-        print(f"note: {args.model} has random weights; its images are noise-like (for tests and demos)",
+    pipe = load_pipeline_for(plan)
+    if uses_random_weights(plan, pipe):
+        print(f"note: {args.model} has random weights; its outputs are noise-like (for tests and demos)",
               file=sys.stderr)
-    for index, (seed, path) in enumerate(zip(seeds, outputs)):
-        result = pipe(
-            args.prompt, negative_prompt=args.negative, width=args.width, height=args.height,
-            num_inference_steps=args.steps, guidance_scale=args.guidance, seed=seed,
-            entropy_scaling=args.entropy_scaling, progress_desc=f"image {index + 1}/{len(seeds)}",
-        )
-        image, params = result.images[0], result.parameters[0]
-        atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=png_text_chunks(params)),
-                     overwrite=args.overwrite)
-        note = " (entropy scaling on)" if params["entropy_scaling_active"] else ""
-        print(f"{path}  seed {seed}  {params['width']}x{params['height']}{note}")
+    with _StepBars() as bars:  # image and video pipelines draw their own per-step bar
+        records = run_job(plan, pipe, bars.update if plan.kind == "style" else None)
+    for record in records:
+        print(_summary(plan.kind, record))
+    if plan.kind == "style":
+        stats = records[0]["stats"]
+        print(f"{stats['unet_calls']} UNet calls, {stats['inversions']} inversions ({stats['cache_hits']} from "
+              f"cache), memory mode {stats['memory_mode']}", file=sys.stderr)
     return 0
+
+
+def _summary(kind: str, record: dict) -> str:
+    p = record["params"]
+    if kind == "image":
+        note = " (entropy scaling on)" if p["entropy_scaling_active"] else ""
+        return f"{record['path']}  seed {p['seed']}  {p['width']}x{p['height']}{note}"
+    if kind == "style":
+        return f"{record['path']}  {p['width']}x{p['height']}"
+    stats = record["stats"]
+    return (f"{record['path']}  {p['frames']} frames {p['width']}x{p['height']}  seed {p['seed']}  "
+            f"({stats['radial_calls']} radial / {stats['dense_calls']} dense self-attention calls)")
 
 
 def _quiet_libraries() -> None:
@@ -237,81 +213,6 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
-
-
-# ------------------------------------------------------------------------ style
-
-
-def cmd_style(args: argparse.Namespace) -> int:
-    from gen.images import load_image, load_mask
-    from gen.models import resolve_model
-    from gen.outputs import check_output_paths, named_output_paths
-    from gen.style import strength_to_gamma
-    from gen.validation import check_seed, check_side, check_steps, parse_weighted_path
-
-    resolve_model(args.model)
-    check_steps(args.steps)
-    check_seed(args.seed)
-    if args.size is not None:
-        check_side("--size", args.size)
-    if args.gamma is not None and not 0.0 <= args.gamma <= 1.0:
-        raise GenError(f"--gamma must be between 0 and 1, got {args.gamma}")
-    if args.strength is not None:
-        strength_to_gamma(args.strength)
-    if not args.temperature > 0:
-        raise GenError(f"--temperature must be > 0, got {args.temperature}")
-    contents = [load_image(path, "content image") for path in args.content]
-    styles = []
-    for spec in args.style:
-        path, weight = parse_weighted_path(spec)
-        if weight < 0:
-            raise GenError(f"style weight must be >= 0, got {weight} in {spec!r}")
-        styles.append((load_image(path, "style image"), weight, path))
-    if not any(weight > 0 for _, weight, _ in styles):
-        raise GenError("at least one style needs a weight > 0")
-    mask = load_mask(args.mask, contents[0].size) if args.mask else None
-    if args.out:
-        outputs = named_output_paths(args.out, args.content)
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        outputs = named_output_paths(Path("outputs") / f"{stamp}-style.png", args.content)
-    check_output_paths(outputs, args.overwrite)
-
-    from gen.attention.kernels import resolve_backend
-    from gen.models import choose_device
-
-    resolve_backend(args.attention_backend, choose_device(args.device))
-    _quiet_libraries()
-    from gen.metadata import png_text_chunks
-    from gen.outputs import atomic_write
-    from pipelines import StyleTransferPipeline
-
-    print(f"loading {args.model} …", file=sys.stderr)
-    pipe = StyleTransferPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                                 attention_backend=args.attention_backend)
-    if pipe.model.preset.is_random:
-        print(f"note: {args.model} has random weights; its images are noise-like (for tests and demos)",
-              file=sys.stderr)
-    with _StepBars() as bars:
-        result = pipe(
-            contents, [(image, weight) for image, weight, _ in styles], gamma=args.gamma, strength=args.strength,
-            temperature=args.temperature, num_inference_steps=args.steps, size=args.size, layers=args.layers,
-            injection=not args.no_injection, adain_init=not args.no_adain, preserve_colors=args.preserve_color,
-            mask=mask, memory=args.memory, use_cache=not args.no_cache, on_step=bars.update,
-        )
-    kept = [(Path(path).name, weight) for _, weight, path in styles if weight > 0]
-    files = {"content_files": [Path(p).name for p in args.content], "style_files": [n for n, _ in kept],
-             "seed": args.seed}
-    for path, image, params in zip(outputs, result.images, result.parameters):
-        params = dict(params, **files, prompt=f"style transfer: {Path(args.content[params['content_index']]).name}",
-                      styles=", ".join(f"{name} ({weight:g})" for name, weight in kept))
-        atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=png_text_chunks(params)),
-                     overwrite=args.overwrite)
-        print(f"{path}  {params['width']}x{params['height']}")
-    stats = result.stats
-    print(f"{stats['unet_calls']} UNet calls, {stats['inversions']} inversions ({stats['cache_hits']} from cache), "
-          f"memory mode {stats['memory_mode']}", file=sys.stderr)
-    return 0
 
 
 class _StepBars:
@@ -331,70 +232,6 @@ class _StepBars:
     def __exit__(self, *exc):
         for bar in self.bars.values():
             bar.close()
-
-
-# ------------------------------------------------------------------------ video
-
-
-def cmd_video(args: argparse.Namespace) -> int:
-    from gen.outputs import check_output_paths
-    from gen.validation import check_guidance, check_seed, check_steps, parse_weighted_path
-    from gen.video_io import sidecar_path
-    from gen.video_models import check_lora_file, check_video_shape, video_preset
-
-    preset = video_preset(args.model)
-    frames = args.frames if args.frames is not None else preset.frames
-    width = args.width if args.width is not None else preset.width
-    height = args.height if args.height is not None else preset.height
-    check_video_shape(preset, frames, width, height)
-    if args.steps is not None:
-        check_steps(args.steps)
-    if args.guidance is not None:
-        check_guidance(args.guidance)
-    for label, value in (("--dense-layers", args.dense_layers), ("--dense-steps", args.dense_steps),
-                         ("--dense-final-steps", args.dense_final_steps)):
-        if value is not None and value < 0:
-            raise GenError(f"{label} must be >= 0, got {value}")
-    if args.decay is not None and not args.decay > 0:
-        raise GenError(f"--decay must be > 0, got {args.decay}")
-    if not 1 <= args.fps <= 120:
-        raise GenError(f"--fps must be between 1 and 120, got {args.fps}")
-    seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
-    check_seed(seed)
-    loras = [parse_weighted_path(spec) for spec in args.lora]
-    for path, _ in loras:
-        check_lora_file(path)
-    out = Path(args.out) if args.out else Path("outputs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{seed}.mp4"
-    check_output_paths([out], args.overwrite, suffixes=(".mp4",))
-    check_output_paths([sidecar_path(out)], args.overwrite, suffixes=(".json",))
-    frames_dir = out.with_name(out.stem + "_frames")
-    if args.png_frames and frames_dir.exists() and not args.overwrite:
-        raise GenError(f"frame folder {str(frames_dir)!r} already exists; pass --overwrite to replace it")
-
-    _quiet_libraries()
-    from pipelines import TextToVideoPipeline
-
-    print(f"loading {args.model} …", file=sys.stderr)
-    pipe = TextToVideoPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    pipe.load_loras(loras)
-    if preset.source in ("tiny", "arch"):
-        print(f"note: {args.model} has random weights; its videos are noise-like (for tests and demos)",
-              file=sys.stderr)
-    result = pipe(args.prompt, negative_prompt=args.negative, frames=frames, width=width, height=height,
-                  num_inference_steps=args.steps, guidance_scale=args.guidance, seed=seed, attention=args.attention,
-                  dense_layers=args.dense_layers, dense_steps=args.dense_steps,
-                  dense_final_steps=args.dense_final_steps, decay=args.decay, granularity=args.mask_granularity)
-    from gen.video_io import write_mp4, write_png_frames, write_sidecar
-
-    params = dict(result.parameters, fps=args.fps)
-    write_mp4(out, result.frames, fps=args.fps, overwrite=args.overwrite)
-    write_sidecar(out, params, overwrite=args.overwrite)
-    if args.png_frames:
-        write_png_frames(frames_dir, result.frames, overwrite=args.overwrite)
-    stats = result.stats
-    print(f"{out}  {frames} frames {width}x{height}  seed {seed}  "
-          f"({stats['radial_calls']} radial / {stats['dense_calls']} dense self-attention calls)")
-    return 0
 
 
 # ------------------------------------------------------------------------- mask
