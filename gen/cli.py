@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import gen
@@ -19,10 +18,23 @@ EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage dump) and exit status 2."""
+    """argparse with one-line errors (no usage dump) and exit status 2, or, for job files, a GenError."""
+
+    raise_errors = False
 
     def error(self, message: str):
+        if self.raise_errors:
+            raise GenError(message)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def parse_job_arguments(argv: list[str]) -> argparse.Namespace:
+    """Parse one job's arguments exactly as the command line would, raising GenError instead of exiting."""
+    _Parser.raise_errors = True
+    try:
+        return build_parser().parse_args(argv)
+    finally:
+        _Parser.raise_errors = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--device", help="cuda, cuda:1 or cpu (default: best available)")
     video.add_argument("--dtype", choices=DTYPES, help="default: bf16 on GPU, fp32 on CPU")
     video.set_defaults(func=cmd_generate)
+
+    render = commands.add_parser(
+        "render", help="render a file of jobs (JSONL or CSV) into a folder, resumable, with a manifest",
+        description="Render image, style and video jobs. Each job has a kind, optional id and the parameters "
+        "of the matching command (same names as its flags). Outputs are named after the job id; "
+        "DIR/manifest.jsonl records every finished job. Run again to resume.")
+    render.add_argument("jobs", help="job file: .jsonl (one JSON object per line) or .csv")
+    render.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    render.add_argument("--skip-invalid", action="store_true", help="run the valid jobs even if some lines are bad")
+    render.set_defaults(func=cmd_render)
 
     mask = commands.add_parser(
         "mask", help="show the radial attention mask of a video layout (needs no weights)",
@@ -232,6 +254,19 @@ class _StepBars:
     def __exit__(self, *exc):
         for bar in self.bars.values():
             bar.close()
+
+
+# ----------------------------------------------------------------------- render
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from gen.render import render
+
+    _quiet_libraries()
+    summary = render(args.jobs, args.out, skip_invalid=args.skip_invalid)
+    print(f"{summary.done} done, {summary.skipped} already complete, {summary.failed} failed"
+          + (f", {summary.invalid} invalid skipped" if summary.invalid else "") + f"; manifest: {args.out}/manifest.jsonl")
+    return 1 if summary.failed else 0
 
 
 # ------------------------------------------------------------------------- mask

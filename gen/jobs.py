@@ -81,8 +81,10 @@ def _run_image(plan: JobPlan, pipe, progress: Progress | None) -> list[dict]:
     from gen.outputs import atomic_write
 
     a, records = plan.args, []
-    seeds = plan.data["seeds"]
+    seeds, skip = plan.data["seeds"], plan.data.get("skip", set())
     for index, (seed, path) in enumerate(zip(seeds, plan.outputs)):
+        if path in skip:  # already written by an interrupted run of the same job
+            continue
         result = pipe(a.prompt, negative_prompt=a.negative, width=a.width, height=a.height,
                       num_inference_steps=a.steps, guidance_scale=a.guidance, seed=seed,
                       entropy_scaling=a.entropy_scaling, progress_desc=f"image {index + 1}/{len(seeds)}",
@@ -149,6 +151,8 @@ def _run_style(plan: JobPlan, pipe, progress: Progress | None) -> list[dict]:
     records = []
     for path, image, params in zip(plan.outputs, result.images, result.parameters):
         params = dict(params, **files, prompt=f"style transfer: {Path(a.content[params['content_index']]).name}")
+        if path in plan.data.get("skip", set()):
+            continue
         atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=png_text_chunks(params)),
                      overwrite=a.overwrite)
         records.append({"path": str(path), "params": params, "stats": result.stats})
@@ -207,11 +211,14 @@ def _run_video(plan: JobPlan, pipe, progress: Progress | None) -> list[dict]:
                   decay=a.decay, granularity=a.mask_granularity,
                   on_step=(lambda step, total: progress("video", step, total)) if progress else None)
     params = dict(result.parameters, fps=a.fps)
+    skip = d.get("skip", set())
     # The sidecar goes last: a video whose sidecar exists is complete (the batch renderer relies on it).
-    write_mp4(plan.outputs[0], result.frames, fps=a.fps, overwrite=a.overwrite)
+    if plan.outputs[0] not in skip:
+        write_mp4(plan.outputs[0], result.frames, fps=a.fps, overwrite=a.overwrite)
     if a.png_frames:
-        write_png_frames(d["frames_dir"], result.frames, overwrite=a.overwrite)
-    write_sidecar(plan.outputs[0], params, overwrite=a.overwrite)
+        write_png_frames(d["frames_dir"], result.frames, overwrite=a.overwrite, keep_existing=bool(skip))
+    if plan.outputs[1] not in skip:
+        write_sidecar(plan.outputs[0], params, overwrite=a.overwrite)
     return [{"path": str(plan.outputs[0]), "params": params, "stats": result.stats}]
 
 

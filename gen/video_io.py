@@ -60,7 +60,9 @@ def write_sidecar(video: str | Path, params: dict[str, Any], overwrite: bool = F
     return atomic_write(sidecar_path(video), lambda tmp: tmp.write_text(text), overwrite=overwrite)
 
 
-def write_png_frames(folder: str | Path, frames: np.ndarray, overwrite: bool = False) -> list[Path]:
+def write_png_frames(folder: str | Path, frames: np.ndarray, overwrite: bool = False,
+                     keep_existing: bool = False) -> list[Path]:
+    """frame_0001.png, …; `keep_existing` leaves frames an interrupted run already wrote."""
     from PIL import Image
 
     folder = Path(folder)
@@ -68,6 +70,9 @@ def write_png_frames(folder: str | Path, frames: np.ndarray, overwrite: bool = F
     paths = []
     for index, frame in enumerate(frames):
         image = Image.fromarray(frame)
+        if keep_existing and (folder / f"frame_{index + 1:04d}.png").exists():
+            paths.append(folder / f"frame_{index + 1:04d}.png")
+            continue
         paths.append(atomic_write(folder / f"frame_{index + 1:04d}.png",
                                   lambda tmp, image=image: image.save(tmp, format="PNG"), overwrite=overwrite))
     return paths
