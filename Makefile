@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # Without an NVIDIA GPU, take the CPU build of torch (2.13.0 is available locally here);
 # a plain `pip install torch` would download a multi-GB CUDA build.
 TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
-EXTRAS ?= test,video
+EXTRAS ?= test,video,distributed
 
 .PHONY: install test demo bench gpu-check clean
 

@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("jobs", help="job file: .jsonl (one JSON object per line) or .csv")
     render.add_argument("--out", required=True, metavar="DIR", help="output folder")
     render.add_argument("--skip-invalid", action="store_true", help="run the valid jobs even if some lines are bad")
+    render.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="run on Ray Data: a local Ray without ADDRESS, else join the cluster at ADDRESS")
+    render.add_argument("--workers", type=int, default=1, help="Ray actors (one pipeline each); needs --ray")
+    render.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per Ray actor (default 0)")
     render.set_defaults(func=cmd_render)
 
     mask = commands.add_parser(
@@ -263,7 +267,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     from gen.render import render
 
     _quiet_libraries()
-    summary = render(args.jobs, args.out, skip_invalid=args.skip_invalid)
+    summary = render(args.jobs, args.out, skip_invalid=args.skip_invalid, use_ray=args.ray is not None,
+                     ray_address=args.ray or None, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
     print(f"{summary.done} done, {summary.skipped} already complete, {summary.failed} failed"
           + (f", {summary.invalid} invalid skipped" if summary.invalid else "") + f"; manifest: {args.out}/manifest.jsonl")
     return 1 if summary.failed else 0

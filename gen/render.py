@@ -165,26 +165,30 @@ def resolve_file_params(params: dict[str, Any], base: Path) -> dict[str, Any]:
     return resolved
 
 
-def plan_jobs(job_file: str | Path, out_dir: str | Path) -> tuple[list[Job], list[JobError]]:
-    """Read and check every job; outputs are fixed under `out_dir`."""
+def plan_one(raw: dict, job_id: str, line: int, base: Path, out_dir: Path) -> Job:
+    """Check one job exactly as the command line would and fix its outputs under `out_dir`."""
     from gen.cli import parse_job_arguments
     from gen.jobs import plan_job
 
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise GenError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    args = parse_job_arguments(job_argv(kind, resolve_file_params(raw, base)))
+    args.out = str(out_dir / f"{job_id}{EXTENSIONS[kind]}")
+    args.overwrite = True  # existence is decided per output by the renderer, never by replacing files
+    if kind != "style" and args.seed is None:
+        args.seed = 0  # a batch is reproducible: a job without a seed uses 0, recorded in the manifest
+    return Job(line, job_id, kind, raw, plan_job(args))
+
+
+def plan_jobs(job_file: str | Path, out_dir: str | Path) -> tuple[list[Job], list[JobError]]:
+    """Read and check every job; outputs are fixed under `out_dir`."""
     out_dir = Path(out_dir)
     rows, errors = read_job_file(job_file)
     jobs = []
     for (number, raw), job_id in zip(rows, _job_ids(rows)):
-        kind = raw.get("kind")
-        if kind not in KINDS:
-            errors.append(JobError(number, f"kind must be one of {', '.join(KINDS)}, got {kind!r}"))
-            continue
         try:
-            args = parse_job_arguments(job_argv(kind, resolve_file_params(raw, Path(job_file).parent)))
-            args.out = str(out_dir / f"{job_id}{EXTENSIONS[kind]}")
-            args.overwrite = True  # existence is decided below, per output, never by replacing files
-            if kind != "style" and args.seed is None:
-                args.seed = 0  # a batch is reproducible: a job without a seed uses 0, recorded in the manifest
-            jobs.append(Job(number, job_id, kind, raw, plan_job(args)))
+            jobs.append(plan_one(raw, job_id, number, Path(job_file).parent, out_dir))
         except GenError as exc:
             errors.append(JobError(number, str(exc)))
     errors.sort(key=lambda e: e.line)
@@ -235,13 +239,45 @@ class RenderSummary:
     invalid: int
 
 
-def render(job_file: str | Path, out_dir: str | Path, skip_invalid: bool = False,
+class PipelineCache:
+    """One loaded pipeline at a time per process: jobs arrive grouped by model."""
+
+    def __init__(self) -> None:
+        self.key, self.pipe = None, None
+
+    def get(self, plan):
+        from gen.jobs import load_pipeline_for
+
+        if plan.pipeline_key != self.key:
+            self.key, self.pipe = None, None  # free the previous model first
+            self.pipe, self.key = load_pipeline_for(plan), plan.pipeline_key
+            self.pipe.pipe.set_progress_bar_config(disable=True)  # the jobs bar is the progress here
+        return self.pipe
+
+
+def execute(job: Job, pipelines: PipelineCache) -> dict:
+    """Run one planned job; its manifest record, with the error instead if it failed."""
+    from gen.jobs import run_job
+
+    started = time.perf_counter()
+    try:
+        run_job(job.plan, pipelines.get(job.plan))
+        return _record(job, "ok", _params_from_outputs(job), time.perf_counter() - started)
+    except Exception as exc:  # noqa: BLE001 - one failing job must not stop the others
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return _record(job, "error", [], time.perf_counter() - started, error=message)
+
+
+def render(job_file: str | Path, out_dir: str | Path, skip_invalid: bool = False, ray_address: str | None = None,
+           use_ray: bool = False, workers: int = 1, gpus_per_worker: float = 0.0,
            log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> RenderSummary:
-    """Run a job file into `out_dir`; see the module docstring for the guarantees."""
+    """Run a job file into `out_dir` in this process, or on Ray Data (see the module docstring)."""
     from tqdm.auto import tqdm
 
-    from gen.jobs import load_pipeline_for, run_job
-
+    if workers < 1:
+        raise GenError(f"--workers must be >= 1, got {workers}")
+    if workers > 1 and not use_ray:
+        raise GenError("--workers above 1 needs --ray (a local render runs in this process)")
     out_dir = Path(out_dir)
     jobs, errors = plan_jobs(job_file, out_dir)
     for error in errors:
@@ -269,24 +305,22 @@ def render(job_file: str | Path, out_dir: str | Path, skip_invalid: bool = False
         group.setdefault(job.plan.pipeline_key, len(group))
     pending.sort(key=lambda j: (group[j.plan.pipeline_key], j.line))
 
+    if use_ray:
+        from gen.render_ray import run_on_ray
+
+        results = run_on_ray(pending, Path(job_file).parent, out_dir, ray_address, workers, gpus_per_worker)
+    else:
+        pipelines = PipelineCache()
+        results = (execute(job, pipelines) for job in pending)
     failed = done = 0
-    loaded_key, pipe = None, None
     with tqdm(total=len(pending), desc="jobs", unit="job") as bar:
-        for job in pending:
-            started = time.perf_counter()
-            try:
-                if job.plan.pipeline_key != loaded_key:
-                    pipe, loaded_key = None, None
-                    pipe, loaded_key = load_pipeline_for(job.plan), job.plan.pipeline_key
-                    pipe.pipe.set_progress_bar_config(disable=True)  # the jobs bar is the progress here
-                run_job(job.plan, pipe)
-                manifest.append(_record(job, "ok", _params_from_outputs(job), time.perf_counter() - started))
+        for record in results:
+            manifest.append(record)
+            if record["status"] == "ok":
                 done += 1
-            except Exception as exc:  # noqa: BLE001 - one failing job must not stop the others
-                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                manifest.append(_record(job, "error", [], time.perf_counter() - started, error=message))
-                log(f"job {job.id} (line {job.line}) failed: {message}")
+            else:
                 failed += 1
+                log(f"job {record['id']} (line {record['line']}) failed: {record['error']}")
             bar.update(1)
     return RenderSummary(done, skipped, failed, len(errors))
 

@@ -1,0 +1,81 @@
+"""Scale-out of `gen render` on Ray Data: the jobs become a dataset, an actor pool runs them.
+
+Each actor keeps one pipeline loaded (jobs arrive grouped by model) and writes outputs
+straight into the output folder, which must therefore be reachable from every node (a
+shared file system on a cluster). The driver writes the manifest as results stream back,
+exactly as the local run does. Actors re-check each job from its raw parameters, so what
+crosses the wire is a few strings per job, not images or tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from gen.errors import GenError
+
+
+class RenderWorker:
+    """A Ray actor: re-plans the jobs it is handed and runs them with a cached pipeline."""
+
+    def __init__(self, base: str, out_dir: str, threads: int):
+        import torch
+
+        from gen.render import PipelineCache
+
+        torch.set_num_threads(threads)
+        self.base, self.out_dir = Path(base), Path(out_dir)
+        self.pipelines = PipelineCache()
+
+    def __call__(self, batch: dict) -> dict:
+        import json
+
+        from gen.render import execute, plan_one
+
+        records = []
+        for raw, job_id, line, skip in zip(batch["raw"], batch["id"], batch["line"], batch["skip"]):
+            job = plan_one(json.loads(raw), job_id, int(line), self.base, self.out_dir)
+            job.plan.data["skip"] = {Path(p) for p in json.loads(skip)}
+            records.append(json.dumps(execute(job, self.pipelines)))
+        return {"record": records}
+
+
+def run_on_ray(jobs: list, base: Path, out_dir: Path, address: str | None, workers: int,
+               gpus_per_worker: float) -> Iterator[dict]:
+    """Yield one manifest record per job, as the actors finish them."""
+    import json
+    import logging
+
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise GenError("--ray needs Ray Data: pip install 'gen[distributed]'") from None
+    if not jobs:
+        return
+    import torch
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(num_cpus=max(workers, torch.get_num_threads()), include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+    try:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        rows = [{"raw": json.dumps(job.params), "id": job.id, "line": job.line,
+                 "skip": json.dumps([str(p) for p in job.plan.data.get("skip", ())])} for job in jobs]
+        # Every actor computes with the driver's thread count: CPU results depend on it (float
+        # reduction order), and a batch must give the same pixels however it is spread out.
+        threads = torch.get_num_threads()
+        dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+            RenderWorker, fn_constructor_args=(str(base), str(out_dir), threads), batch_size=1,
+            concurrency=workers, num_gpus=gpus_per_worker or None, num_cpus=1,
+        )
+        for row in dataset.iter_rows():
+            yield json.loads(row["record"])
+    finally:
+        if started_here:
+            ray.shutdown()
