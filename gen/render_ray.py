@@ -67,9 +67,10 @@ def run_on_ray(jobs: list, base: Path, out_dir: Path, address: str | None, worke
         ray.data.DataContext.get_current().enable_progress_bars = False
         rows = [{"raw": json.dumps(job.params), "id": job.id, "line": job.line,
                  "skip": json.dumps([str(p) for p in job.plan.data.get("skip", ())])} for job in jobs]
-        # Every actor computes with the driver's thread count: CPU results depend on it (float
-        # reduction order), and a batch must give the same pixels however it is spread out.
-        threads = torch.get_num_threads()
+        # The driver's CPU threads are shared out between the actors (oversubscribing them made two
+        # workers 4x slower than one). CPU results can depend on the thread count (reduction order):
+        # one worker reproduces a single-process run bit for bit, more may differ by a pixel level.
+        threads = max(1, torch.get_num_threads() // workers)
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             RenderWorker, fn_constructor_args=(str(base), str(out_dir), threads), batch_size=1,
             concurrency=workers, num_gpus=gpus_per_worker or None, num_cpus=1,
