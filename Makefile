@@ -9,9 +9,9 @@ STAMP  := $(VENV)/.installed
 # Without an NVIDIA GPU, take the CPU build of torch (2.13.0 is available locally here);
 # a plain `pip install torch` would download a multi-GB CUDA build.
 TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
-EXTRAS ?= test,video,distributed
+EXTRAS ?= test,video,distributed,app
 
-.PHONY: install test demo bench gpu-check clean
+.PHONY: install test app demo bench gpu-check clean
 
 install: $(STAMP)
 
@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml Makefile
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+app: $(STAMP)
+	$(BIN)/gen app
 
 demo: $(STAMP)
 	$(BIN)/gen image "a lighthouse on a cliff at dusk" --model tiny-sd --width 128 --height 64 \

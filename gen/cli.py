@@ -165,6 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     mask.add_argument("--overwrite", action="store_true", help="replace an existing --png")
     mask.set_defaults(func=cmd_mask)
 
+    app = commands.add_parser("app", help="open the web UI (Gradio)",
+                              description="Serve the web UI. Local only (127.0.0.1) unless --host or --share.")
+    app.add_argument("--model", help="default image/style model in the UI (default: tiny-sd)")
+    app.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    app.add_argument("--port", type=int, default=7860)
+    app.add_argument("--share", action="store_true", help="also create a public gradio.live link")
+    app.add_argument("--device", help="cuda, cpu, … (default: best available)")
+    app.add_argument("--out", default="outputs/app", metavar="DIR", help="where results are written")
+    app.set_defaults(func=cmd_app)
+
     cache = commands.add_parser("cache", help="show or clear gen's caches (inversions, built tiny models)")
     cache.add_argument("action", choices=["info", "clear"])
     cache.add_argument("--all", action="store_true", help="clear: also remove the built tiny models")
@@ -316,6 +326,21 @@ def cmd_mask(args: argparse.Namespace) -> int:
         picture = Image.fromarray(mask_picture(layout, args.mask_granularity))
         atomic_write(png, lambda tmp: picture.save(tmp, format="PNG"), overwrite=args.overwrite)
         print(f"picture: {png}")
+    return 0
+
+
+# -------------------------------------------------------------------------- app
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    try:
+        from app.ui import launch
+    except ImportError:
+        raise GenError("the web UI needs gradio: pip install 'gen[app]'") from None
+    if not 1 <= args.port <= 65535:
+        raise GenError(f"--port must be between 1 and 65535, got {args.port}")
+    _quiet_libraries()
+    launch(host=args.host, port=args.port, share=args.share, model=args.model, out_dir=args.out, device=args.device)
     return 0
 
 

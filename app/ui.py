@@ -1,0 +1,309 @@
+"""The Gradio front end: image, style and video tabs, PNG info, a session gallery.
+
+Thin by design: every request becomes the same argument list the command line takes and
+goes through `gen.jobs` (all checks, then the pipeline), so the UI holds no method logic
+and accepts exactly what `gen image|style|video` accept. Pipelines stay loaded between
+requests (one per model); one job runs at a time, the queue has a maximum size, and a
+Stop button cancels between denoising steps.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from gen.errors import GenError
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+QUEUE_SIZE = 8
+UPLOAD_LIMIT = "25mb"
+RANDOM_NOTICE = ("**Offline demo models**: the tiny presets have random weights, so their pictures are "
+                 "noise-like. Pick a real model (e.g. `sd15`, `wan2.1-1.3b`) where it is downloaded.")
+
+
+class Cancelled(Exception):
+    pass
+
+
+class Studio:
+    """State shared by all requests: loaded pipelines, the cancel flag, where outputs go."""
+
+    def __init__(self, out_dir: str | Path = "outputs/app", device: str | None = None):
+        from gen.render import PipelineCache
+
+        self.out_dir = Path(out_dir)
+        self.device = device
+        self.pipelines: dict[str, PipelineCache] = {"image": PipelineCache(), "style": PipelineCache(),
+                                                    "video": PipelineCache()}
+        self.cancel = threading.Event()
+        self.lock = threading.Lock()  # one job per device at a time
+
+    def run(self, argv: list[str], progress: gr.Progress) -> list[dict]:
+        """Check and run one job given as command-line arguments; records of the written files."""
+        from gen.cli import parse_job_arguments
+        from gen.jobs import plan_job, run_job
+
+        stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10**6:06d}"
+        suffix = ".mp4" if argv[0] == "video" else ".png"
+        argv = argv + ["--out", str(self.out_dir / f"{argv[0]}-{stamp}{suffix}")]
+        if self.device:
+            argv += ["--device", self.device]
+        try:
+            plan = plan_job(parse_job_arguments(argv))
+            self.cancel.clear()
+
+            def on_step(phase: str, step: int, total: int) -> None:
+                if self.cancel.is_set():
+                    raise Cancelled()
+                progress((step, total), desc=phase)
+
+            with self.lock:
+                pipe = self.pipelines[plan.kind].get(plan)
+                return run_job(plan, pipe, on_step)
+        except GenError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except Cancelled:
+            raise gr.Error("cancelled; nothing was written for the unfinished output", print_exception=False) from None
+        except Exception as exc:  # noqa: BLE001 - the page shows a short message, never a traceback
+            raise gr.Error(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
+                           print_exception=False) from None
+
+
+def _flag(argv: list[str], name: str, value: Any) -> None:
+    if value is None or value == "":
+        return
+    if isinstance(value, bool):
+        if value:
+            argv.append(name)
+        return
+    argv += [name, str(int(value) if isinstance(value, float) and value.is_integer() else value)]
+
+
+def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "tiny-sd",
+              video_model: str = "tiny-wan") -> gr.Blocks:
+    from gen.models import PRESETS
+    from gen.video_models import VIDEO_PRESETS
+
+    image_models = [n for n, p in PRESETS.items() if p.source != "arch"]
+    video_models = [n for n, p in VIDEO_PRESETS.items() if p.source != "arch"]
+
+    def generate_image(prompt, negative, model, width, height, steps, guidance, seed, entropy, batch, gallery,
+                       progress=gr.Progress()):
+        argv = ["image", prompt or "", "--model", model, "--entropy-scaling", entropy]
+        for name, value in (("--negative", negative), ("--width", width), ("--height", height), ("--steps", steps),
+                            ("--guidance", guidance), ("--seed", seed), ("--batch", batch)):
+            _flag(argv, name, value)
+        records = studio.run(argv, progress)
+        paths = [r["path"] for r in records]
+        return paths, (gallery or []) + paths, json.dumps([r["params"] for r in records], indent=2)
+
+    def generate_style(content, styles, weights, model, strength, temperature, steps, size, preserve, mask,
+                       gallery, progress=gr.Progress()):
+        if not content:
+            raise gr.Error("upload a content image")
+        files = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (styles or [])]
+        if not files:
+            raise gr.Error("upload at least one style image")
+        values = _weights(weights, len(files))
+        argv = ["style", "--content", content, "--model", model]
+        for path, weight in zip(files, values):
+            argv += ["--style", f"{path}:{weight:g}"]
+        for name, value in (("--strength", strength), ("--temperature", temperature), ("--steps", steps),
+                            ("--size", size), ("--preserve-color", bool(preserve)), ("--mask", mask)):
+            _flag(argv, name, value)
+        records = studio.run(argv, progress)
+        path = records[0]["path"]
+        return path, (gallery or []) + [path], json.dumps(records[0]["params"], indent=2)
+
+    def generate_video(prompt, model, frames, width, height, steps, attention, dense_layers, dense_steps, decay,
+                       granularity, seed, progress=gr.Progress()):
+        argv = ["video", prompt or "", "--model", model, "--attention", attention,
+                "--mask-granularity", granularity]
+        for name, value in (("--frames", frames), ("--width", width), ("--height", height), ("--steps", steps),
+                            ("--dense-layers", dense_layers), ("--dense-steps", dense_steps), ("--decay", decay),
+                            ("--seed", seed)):
+            _flag(argv, name, value)
+        records = studio.run(argv, progress)
+        return records[0]["path"], json.dumps(records[0]["params"], indent=2)
+
+    def draw_mask(model, frames, width, height, decay, granularity):
+        from gen.attention.radial import attention_flops_fraction, mask_picture
+        from gen.video_models import video_layout, video_preset
+
+        try:
+            layout = video_layout(video_preset(model), int(frames), int(width), int(height), decay or None)
+        except GenError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        saved = 1 - attention_flops_fraction(layout, granularity)
+        text = (f"{layout.frames} latent frames × {layout.tokens_per_frame} tokens = {layout.total_tokens} tokens; "
+                f"attention FLOPs saved: {100 * saved:.1f} %")
+        return mask_picture(layout, granularity, target_px=384), text
+
+    def png_info(path):
+        from gen.metadata import read_png_metadata
+
+        if not path:
+            return "", "{}"
+        try:
+            text, params = read_png_metadata(path)
+        except GenError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        return text or "(no parameters text)", json.dumps(params or {}, indent=2)
+
+    def stop():
+        studio.cancel.set()
+        return gr.Info("stopping after the current step")
+
+    with gr.Blocks(title="gen") as demo:
+        gr.Markdown("# gen — training-free attention methods for diffusers")
+        if any(m.startswith("tiny") for m in (image_model, style_model, video_model)):
+            gr.Markdown(RANDOM_NOTICE)
+        gallery = gr.State([])
+        with gr.Tabs() as tabs:
+            with gr.Tab("Image", id="image"):
+                with gr.Row():
+                    with gr.Column():
+                        i_prompt = gr.Textbox(label="Prompt", lines=2)
+                        i_negative = gr.Textbox(label="Negative prompt")
+                        i_model = gr.Dropdown(image_models, value=image_model, label="Model", allow_custom_value=True)
+                        with gr.Row():
+                            i_width = gr.Number(value=None, label="Width (blank: training size)", precision=0)
+                            i_height = gr.Number(value=None, label="Height", precision=0)
+                        i_aspect = gr.Radio(["1:1", "3:2", "16:9", "2.4:1"], label="Aspect preset (at 512 wide)")
+                        i_entropy = gr.Radio(["auto", "on", "off"], value="auto", label="Entropy scaling")
+                        with gr.Accordion("Advanced", open=False):
+                            i_steps = gr.Number(value=None, label="Steps (blank: per model)", precision=0)
+                            i_guidance = gr.Number(value=None, label="Guidance (blank: per model)")
+                            with gr.Row():
+                                i_seed = gr.Number(value=7, label="Seed", precision=0)
+                                i_random = gr.Button("🎲", scale=0)
+                            i_batch = gr.Slider(1, 8, value=1, step=1, label="Batch count")
+                        with gr.Row():
+                            i_go = gr.Button("Generate", variant="primary")
+                            i_stop = gr.Button("Stop")
+                    with gr.Column():
+                        i_out = gr.Gallery(label="Result", height=360)
+                        i_params = gr.Code(label="Parameters", language="json")
+            with gr.Tab("Style", id="style"):
+                with gr.Row():
+                    with gr.Column():
+                        s_content = gr.Image(type="filepath", label="Content")
+                        s_styles = gr.File(file_count="multiple", file_types=["image"], label="Style image(s)")
+                        s_weights = gr.Textbox(label="Style weights (comma separated; blank: equal)")
+                        s_model = gr.Dropdown(image_models, value=style_model, label="Model", allow_custom_value=True)
+                        s_strength = gr.Slider(0, 1, value=0.5, step=0.05, label="Style strength (0.5 = γ 0.75)")
+                        s_preserve = gr.Checkbox(label="Preserve colour")
+                        with gr.Accordion("Advanced", open=False):
+                            s_temperature = gr.Number(value=1.5, label="Temperature T")
+                            s_steps = gr.Number(value=50, label="Steps", precision=0)
+                            s_size = gr.Number(value=None, label="Size (longer side; blank: training size)",
+                                               precision=0)
+                            s_mask = gr.Image(type="filepath", label="Mask (white = stylise; content's size)")
+                        with gr.Row():
+                            s_go = gr.Button("Stylise", variant="primary")
+                            s_stop = gr.Button("Stop")
+                    with gr.Column():
+                        s_out = gr.Image(label="Result", type="filepath")
+                        s_params = gr.Code(label="Parameters", language="json")
+                gr.Examples([[str(ASSETS / "coffee.jpg"), [str(ASSETS / "brick.jpg")]],
+                             [str(ASSETS / "chelsea.jpg"), [str(ASSETS / "gravel.jpg")]]],
+                            inputs=[s_content, s_styles], label="Examples (assets/)")
+            with gr.Tab("Video", id="video"):
+                with gr.Row():
+                    with gr.Column():
+                        v_prompt = gr.Textbox(label="Prompt", lines=2)
+                        v_model = gr.Dropdown(video_models, value=video_model, label="Model", allow_custom_value=True)
+                        with gr.Row():
+                            v_frames = gr.Number(value=17, label="Frames (4k+1)", precision=0)
+                            v_width = gr.Number(value=64, label="Width", precision=0)
+                            v_height = gr.Number(value=64, label="Height", precision=0)
+                        v_attention = gr.Radio(["radial", "dense"], value="radial", label="Attention")
+                        with gr.Accordion("Radial attention", open=False):
+                            v_dense_layers = gr.Number(value=None, label="Dense layers (blank: per model)", precision=0)
+                            v_dense_steps = gr.Number(value=None, label="Dense steps (blank: per model)", precision=0)
+                            v_decay = gr.Number(value=None, label="Decay (blank: per model)")
+                            v_granularity = gr.Radio(["block", "token"], value="block", label="Mask granularity")
+                        v_steps = gr.Number(value=4, label="Steps", precision=0)
+                        v_seed = gr.Number(value=1, label="Seed", precision=0)
+                        with gr.Row():
+                            v_go = gr.Button("Generate video", variant="primary")
+                            v_stop = gr.Button("Stop")
+                    with gr.Column():
+                        v_out = gr.Video(label="Result")
+                        v_mask = gr.Image(label="Radial mask of this layout", type="numpy")
+                        v_mask_text = gr.Markdown()
+                        v_params = gr.Code(label="Parameters", language="json")
+            with gr.Tab("PNG info", id="info"):
+                p_file = gr.Image(type="filepath", label="Drop a PNG made by gen or AUTOMATIC1111")
+                p_text = gr.Textbox(label="Parameters", lines=4)
+                p_json = gr.Code(label="gen parameters", language="json")
+                p_send = gr.Button("Send to Image tab")
+            with gr.Tab("Gallery", id="gallery"):
+                g_all = gr.Gallery(label="This session's results", height=480)
+
+        i_random.click(lambda: int(time.time_ns() % 2**32), outputs=i_seed, api_name=False, queue=False)
+        i_aspect.change(lambda a: {"1:1": (512, 512), "3:2": (512, 344), "16:9": (512, 288),
+                                   "2.4:1": (512, 216)}.get(a, (None, None)),
+                        inputs=i_aspect, outputs=[i_width, i_height], api_name=False, queue=False)
+        image_event = i_go.click(generate_image, [i_prompt, i_negative, i_model, i_width, i_height, i_steps,
+                                                  i_guidance, i_seed, i_entropy, i_batch, gallery],
+                                 [i_out, gallery, i_params], api_name="image")
+        style_event = s_go.click(generate_style, [s_content, s_styles, s_weights, s_model, s_strength, s_temperature,
+                                                  s_steps, s_size, s_preserve, s_mask, gallery],
+                                 [s_out, gallery, s_params], api_name="style")
+        video_event = v_go.click(generate_video, [v_prompt, v_model, v_frames, v_width, v_height, v_steps,
+                                                  v_attention, v_dense_layers, v_dense_steps, v_decay, v_granularity,
+                                                  v_seed], [v_out, v_params], api_name="video")
+        for button, event in ((i_stop, image_event), (s_stop, style_event), (v_stop, video_event)):
+            button.click(stop, api_name=False, queue=False)
+        for component in (v_model, v_frames, v_width, v_height, v_decay, v_granularity):
+            component.change(draw_mask, [v_model, v_frames, v_width, v_height, v_decay, v_granularity],
+                             [v_mask, v_mask_text], api_name=False, queue=False)
+        demo.load(draw_mask, [v_model, v_frames, v_width, v_height, v_decay, v_granularity],
+                  [v_mask, v_mask_text], api_name="mask")
+        p_file.change(png_info, p_file, [p_text, p_json], api_name="png_info")
+        p_send.click(_send_to_image, p_json, [tabs, i_prompt, i_negative, i_model, i_width, i_height, i_steps,
+                                             i_guidance, i_seed, i_entropy], api_name=False)
+        gallery.change(lambda items: items, gallery, g_all, api_name=False, queue=False)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    return demo
+
+
+def _weights(text: str | None, count: int) -> list[float]:
+    if not text or not text.strip():
+        return [1.0] * count
+    try:
+        values = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise gr.Error(f"style weights must be numbers separated by commas, got {text!r}") from None
+    if len(values) != count:
+        raise gr.Error(f"{count} style image(s) but {len(values)} weight(s)")
+    return values
+
+
+def _send_to_image(params_json: str):
+    try:
+        params = json.loads(params_json or "{}")
+    except json.JSONDecodeError:
+        raise gr.Error("no gen parameters to send") from None
+    if params.get("kind") != "image":
+        raise gr.Error("these parameters are not from an image generation")
+    return (gr.Tabs(selected="image"), params.get("prompt", ""), params.get("negative_prompt", ""),
+            params.get("model"), params.get("width"), params.get("height"), params.get("steps"),
+            params.get("guidance"), params.get("seed"), params.get("entropy_scaling", "auto"))
+
+
+def launch(host: str = "127.0.0.1", port: int = 7860, share: bool = False, model: str | None = None,
+           out_dir: str = "outputs/app", device: str | None = None, block: bool = True) -> gr.Blocks:
+    """Build and serve the UI (local only unless `share`)."""
+    studio = Studio(out_dir, device)
+    kwargs = {"image_model": model, "style_model": model} if model else {}
+    demo = build_app(studio, **kwargs)
+    demo.launch(server_name=host, server_port=port, share=share, max_file_size=UPLOAD_LIMIT,
+                prevent_thread_lock=not block, show_error=False, quiet=not block, ssr_mode=False)
+    return demo

@@ -1,0 +1,111 @@
+"""The web UI through its API (gradio_client): every endpoint, errors as messages, a full queue."""
+
+import concurrent.futures
+import json
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from app.ui import QUEUE_SIZE, Studio, build_app
+from gen.metadata import read_png_metadata
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    port = _free_port()
+    demo = build_app(Studio(tmp_path_factory.mktemp("app-out"), device="cpu"))
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
+    url = f"http://127.0.0.1:{port}/"
+    yield url, Client(url, verbose=False)
+    demo.close()
+
+
+def test_every_endpoint_has_an_api_name(served):
+    _, client = served
+    endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/image", "/style", "/video", "/png_info", "/mask"} <= endpoints
+
+
+def test_image_endpoint_writes_pngs_with_parameters(served):
+    _, client = served
+    # The session gallery is state, not an API output: the API returns the images and the parameters.
+    paths, params_json = client.predict("a fox", "", "tiny-sd", 128, 64, 2, None, 7, "auto", 2, api_name="/image")
+    assert len(paths) == 2
+    params = json.loads(params_json)
+    assert [p["seed"] for p in params] == [7, 8] and params[0]["entropy_scaling_active"]
+    image = paths[0]["image"] if isinstance(paths[0], dict) else paths[0]
+    assert Image.open(image).size == (128, 64)
+
+
+def test_style_and_png_info_endpoints(served):
+    _, client = served
+    result, params_json = client.predict(
+        handle_file(str(ASSETS / "coffee.jpg")), [handle_file(str(ASSETS / "brick.jpg"))], "", "tiny-sd", 0.5, 1.5,
+        3, 64, True, None, api_name="/style")
+    assert json.loads(params_json)["preserve_color"] is True
+    text, params = client.predict(handle_file(result), api_name="/png_info")
+    assert text.startswith("style transfer: coffee.jpg") and json.loads(params)["kind"] == "style"
+    assert read_png_metadata(result)[1]["gamma"] == 0.75
+
+
+def test_video_and_mask_endpoints(served):
+    _, client = served
+    video, params_json = client.predict("waves", "tiny-wan", 5, 64, 48, 2, "radial", None, None, None, "block", 1,
+                                        api_name="/video")
+    path = video["video"] if isinstance(video, dict) else video
+    assert Path(path).suffix == ".mp4" and json.loads(params_json)["frames"] == 5
+    picture, text = client.predict("wan2.1-1.3b", 81, 832, 480, None, "block", api_name="/mask")
+    assert "32760 tokens" in text and "66.2 %" in text
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (("a fox", "", "tiny-sd", 100, 64, 2, None, 7, "auto", 1), "width 100 is not a multiple of 8"),
+    (("a fox", "", "no-such-model", 64, 64, 2, None, 7, "auto", 1), "unknown model 'no-such-model'"),
+    (("a fox", "", "tiny-sd", 64, 64, 0, None, 7, "auto", 1), "steps must be between 1 and 1000"),
+])
+def test_invalid_image_input_returns_the_message(served, arguments, message):
+    _, client = served
+    with pytest.raises(Exception, match=message):
+        client.predict(*arguments, api_name="/image")
+
+
+def test_invalid_video_and_style_input(served):
+    _, client = served
+    with pytest.raises(Exception, match="takes 4k\\+1 frames"):
+        client.predict("w", "tiny-wan", 16, 64, 64, 1, "radial", None, None, None, "block", 1, api_name="/video")
+    with pytest.raises(Exception, match="1 style image\\(s\\) but 2 weight\\(s\\)"):
+        client.predict(handle_file(str(ASSETS / "coffee.jpg")), [handle_file(str(ASSETS / "brick.jpg"))], "1, 2",
+                       "tiny-sd", 0.5, 1.5, 2, 64, False, None, api_name="/style")
+
+
+def test_many_clients_complete_or_hear_the_queue_is_full(served):
+    url, _ = served
+    clients = [Client(url, verbose=False) for _ in range(QUEUE_SIZE + 6)]
+
+    def one(client):
+        try:
+            client.predict("load", "", "tiny-sd", 64, 64, 3, None, 1, "off", 1, api_name="/image")
+            return "ok"
+        except Exception as exc:  # noqa: BLE001
+            return str(exc)
+
+    with concurrent.futures.ThreadPoolExecutor(len(clients)) as pool:
+        futures = [pool.submit(one, c) for c in clients]
+        # The app keeps answering while the queue is busy.
+        assert urllib.request.urlopen(url + "config", timeout=10).status == 200
+        outcomes = [f.result(timeout=300) for f in futures]
+    assert outcomes.count("ok") >= 1
+    others = [o for o in outcomes if o != "ok"]
+    assert all("queue" in o.lower() and "full" in o.lower() for o in others), others
