@@ -75,6 +75,9 @@ class Studio:
 
 
 def _flag(argv: list[str], name: str, value: Any) -> None:
+    """Append `name value` as the command line would get it; blank fields are left to the model's default."""
+    if isinstance(value, str):
+        value = value.strip()
     if value is None or value == "":
         return
     if isinstance(value, bool):
@@ -136,7 +139,10 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
         from gen.video_models import video_layout, video_preset
 
         try:
-            layout = video_layout(video_preset(model), int(frames), int(width), int(height), decay or None)
+            decay = float(decay) if str(decay or "").strip() else None
+            layout = video_layout(video_preset(model), int(frames), int(width), int(height), decay)
+        except ValueError:
+            raise gr.Error(f"decay must be a number, got {decay!r}", print_exception=False) from None
         except GenError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         saved = 1 - attention_flops_fraction(layout, granularity)
@@ -172,13 +178,13 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                         i_negative = gr.Textbox(label="Negative prompt")
                         i_model = gr.Dropdown(image_models, value=image_model, label="Model", allow_custom_value=True)
                         with gr.Row():
-                            i_width = gr.Number(value=None, label="Width (blank: training size)", precision=0)
-                            i_height = gr.Number(value=None, label="Height", precision=0)
+                            i_width = gr.Textbox(label="Width (blank: training size)")
+                            i_height = gr.Textbox(label="Height (blank: training size)")
                         i_aspect = gr.Radio(["1:1", "3:2", "16:9", "2.4:1"], label="Aspect preset (at 512 wide)")
                         i_entropy = gr.Radio(["auto", "on", "off"], value="auto", label="Entropy scaling")
                         with gr.Accordion("Advanced", open=False):
-                            i_steps = gr.Number(value=None, label="Steps (blank: per model)", precision=0)
-                            i_guidance = gr.Number(value=None, label="Guidance (blank: per model)")
+                            i_steps = gr.Textbox(label="Steps (blank: per model)")
+                            i_guidance = gr.Textbox(label="Guidance (blank: per model)")
                             with gr.Row():
                                 i_seed = gr.Number(value=7, label="Seed", precision=0)
                                 i_random = gr.Button("🎲", scale=0)
@@ -201,8 +207,7 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                         with gr.Accordion("Advanced", open=False):
                             s_temperature = gr.Number(value=1.5, label="Temperature T")
                             s_steps = gr.Number(value=50, label="Steps", precision=0)
-                            s_size = gr.Number(value=None, label="Size (longer side; blank: training size)",
-                                               precision=0)
+                            s_size = gr.Textbox(label="Size (longer side; blank: training size)")
                             s_mask = gr.Image(type="filepath", label="Mask (white = stylise; content's size)")
                         with gr.Row():
                             s_go = gr.Button("Stylise", variant="primary")
@@ -224,9 +229,9 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                             v_height = gr.Number(value=64, label="Height", precision=0)
                         v_attention = gr.Radio(["radial", "dense"], value="radial", label="Attention")
                         with gr.Accordion("Radial attention", open=False):
-                            v_dense_layers = gr.Number(value=None, label="Dense layers (blank: per model)", precision=0)
-                            v_dense_steps = gr.Number(value=None, label="Dense steps (blank: per model)", precision=0)
-                            v_decay = gr.Number(value=None, label="Decay (blank: per model)")
+                            v_dense_layers = gr.Textbox(label="Dense layers (blank: per model)")
+                            v_dense_steps = gr.Textbox(label="Dense steps (blank: per model)")
+                            v_decay = gr.Textbox(label="Decay (blank: per model)")
                             v_granularity = gr.Radio(["block", "token"], value="block", label="Mask granularity")
                         v_steps = gr.Number(value=4, label="Steps", precision=0)
                         v_seed = gr.Number(value=1, label="Seed", precision=0)
@@ -247,8 +252,8 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                 g_all = gr.Gallery(label="This session's results", height=480)
 
         i_random.click(lambda: int(time.time_ns() % 2**32), outputs=i_seed, api_name=False, queue=False)
-        i_aspect.change(lambda a: {"1:1": (512, 512), "3:2": (512, 344), "16:9": (512, 288),
-                                   "2.4:1": (512, 216)}.get(a, (None, None)),
+        i_aspect.change(lambda a: {"1:1": ("512", "512"), "3:2": ("512", "344"), "16:9": ("512", "288"),
+                                   "2.4:1": ("512", "216")}.get(a, ("", "")),
                         inputs=i_aspect, outputs=[i_width, i_height], api_name=False, queue=False)
         image_event = i_go.click(generate_image, [i_prompt, i_negative, i_model, i_width, i_height, i_steps,
                                                   i_guidance, i_seed, i_entropy, i_batch, gallery],
@@ -293,9 +298,10 @@ def _send_to_image(params_json: str):
         raise gr.Error("no gen parameters to send") from None
     if params.get("kind") != "image":
         raise gr.Error("these parameters are not from an image generation")
+    text = lambda key: "" if params.get(key) is None else str(params[key])  # noqa: E731
     return (gr.Tabs(selected="image"), params.get("prompt", ""), params.get("negative_prompt", ""),
-            params.get("model"), params.get("width"), params.get("height"), params.get("steps"),
-            params.get("guidance"), params.get("seed"), params.get("entropy_scaling", "auto"))
+            params.get("model"), text("width"), text("height"), text("steps"), text("guidance"),
+            params.get("seed"), params.get("entropy_scaling", "auto"))
 
 
 def launch(host: str = "127.0.0.1", port: int = 7860, share: bool = False, model: str | None = None,

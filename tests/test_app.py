@@ -41,7 +41,7 @@ def test_every_endpoint_has_an_api_name(served):
 def test_image_endpoint_writes_pngs_with_parameters(served):
     _, client = served
     # The session gallery is state, not an API output: the API returns the images and the parameters.
-    paths, params_json = client.predict("a fox", "", "tiny-sd", 128, 64, 2, None, 7, "auto", 2, api_name="/image")
+    paths, params_json = client.predict("a fox", "", "tiny-sd", "128", "64", "2", "", 7, "auto", 2, api_name="/image")
     assert len(paths) == 2
     params = json.loads(params_json)
     assert [p["seed"] for p in params] == [7, 8] and params[0]["entropy_scaling_active"]
@@ -53,7 +53,7 @@ def test_style_and_png_info_endpoints(served):
     _, client = served
     result, params_json = client.predict(
         handle_file(str(ASSETS / "coffee.jpg")), [handle_file(str(ASSETS / "brick.jpg"))], "", "tiny-sd", 0.5, 1.5,
-        3, 64, True, None, api_name="/style")
+        3, "64", True, None, api_name="/style")
     assert json.loads(params_json)["preserve_color"] is True
     text, params = client.predict(handle_file(result), api_name="/png_info")
     assert text.startswith("style transfer: coffee.jpg") and json.loads(params)["kind"] == "style"
@@ -62,18 +62,19 @@ def test_style_and_png_info_endpoints(served):
 
 def test_video_and_mask_endpoints(served):
     _, client = served
-    video, params_json = client.predict("waves", "tiny-wan", 5, 64, 48, 2, "radial", None, None, None, "block", 1,
+    video, params_json = client.predict("waves", "tiny-wan", 5, 64, 48, 2, "radial", "", "", "", "block", 1,
                                         api_name="/video")
     path = video["video"] if isinstance(video, dict) else video
     assert Path(path).suffix == ".mp4" and json.loads(params_json)["frames"] == 5
-    picture, text = client.predict("wan2.1-1.3b", 81, 832, 480, None, "block", api_name="/mask")
+    picture, text = client.predict("wan2.1-1.3b", 81, 832, 480, "", "block", api_name="/mask")
     assert "32760 tokens" in text and "66.2 %" in text
 
 
 @pytest.mark.parametrize("arguments,message", [
-    (("a fox", "", "tiny-sd", 100, 64, 2, None, 7, "auto", 1), "width 100 is not a multiple of 8"),
-    (("a fox", "", "no-such-model", 64, 64, 2, None, 7, "auto", 1), "unknown model 'no-such-model'"),
-    (("a fox", "", "tiny-sd", 64, 64, 0, None, 7, "auto", 1), "steps must be between 1 and 1000"),
+    (("a fox", "", "tiny-sd", "100", "64", "2", "", 7, "auto", 1), "width 100 is not a multiple of 8"),
+    (("a fox", "", "no-such-model", "64", "64", "2", "", 7, "auto", 1), "unknown model 'no-such-model'"),
+    (("a fox", "", "tiny-sd", "64", "64", "0", "", 7, "auto", 1), "steps must be between 1 and 1000"),
+    (("a fox", "", "tiny-sd", "wide", "", "", "", 7, "auto", 1), "argument --width: invalid int value: 'wide'"),
 ])
 def test_invalid_image_input_returns_the_message(served, arguments, message):
     _, client = served
@@ -84,10 +85,10 @@ def test_invalid_image_input_returns_the_message(served, arguments, message):
 def test_invalid_video_and_style_input(served):
     _, client = served
     with pytest.raises(Exception, match="takes 4k\\+1 frames"):
-        client.predict("w", "tiny-wan", 16, 64, 64, 1, "radial", None, None, None, "block", 1, api_name="/video")
+        client.predict("w", "tiny-wan", 16, 64, 64, 1, "radial", "", "", "", "block", 1, api_name="/video")
     with pytest.raises(Exception, match="1 style image\\(s\\) but 2 weight\\(s\\)"):
         client.predict(handle_file(str(ASSETS / "coffee.jpg")), [handle_file(str(ASSETS / "brick.jpg"))], "1, 2",
-                       "tiny-sd", 0.5, 1.5, 2, 64, False, None, api_name="/style")
+                       "tiny-sd", 0.5, 1.5, 2, "64", False, None, api_name="/style")
 
 
 def test_many_clients_complete_or_hear_the_queue_is_full(served):
@@ -96,7 +97,7 @@ def test_many_clients_complete_or_hear_the_queue_is_full(served):
 
     def one(client):
         try:
-            client.predict("load", "", "tiny-sd", 64, 64, 3, None, 1, "off", 1, api_name="/image")
+            client.predict("load", "", "tiny-sd", "64", "64", "3", "", 1, "off", 1, api_name="/image")
             return "ok"
         except Exception as exc:  # noqa: BLE001
             return str(exc)

@@ -1,0 +1,69 @@
+"""A real browser (Debian's Chromium driven by Playwright) uses the web UI as a person would."""
+
+import socket
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from app.ui import Studio, build_app
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+CHROMIUM = "/usr/bin/chromium"
+# No background networking: this machine's closed network would refuse those connections.
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = build_app(Studio(tmp_path_factory.mktemp("ui-out"), device="cpu"))
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"http://127.0.0.1:{port}/")
+        yield page
+        browser.close()
+    demo.close()
+
+
+def test_style_transfer_in_the_browser(page, tmp_path):
+    page.get_by_role("tab", name="Style").click()
+    page.locator("input[type=file]").nth(0).set_input_files(str(ASSETS / "coffee.jpg"))
+    page.locator("input[type=file]").nth(1).set_input_files(str(ASSETS / "brick.jpg"))
+    page.get_by_role("button", name="Stylise").click()
+    result = page.locator("img[src*='style-']")
+    expect(result).to_be_visible(timeout=120_000)
+    assert page.evaluate("img => img.naturalWidth", result.element_handle()) == 64
+    expect(page.get_by_text('"kind": "style"')).to_be_visible()
+    page.screenshot(path=str(tmp_path / "style.png"), full_page=True)
+    assert (tmp_path / "style.png").stat().st_size > 10_000
+    expect(page.get_by_text("noise-like")).to_be_visible()  # the tiny-model notice
+
+
+def test_image_and_video_in_the_browser(page, tmp_path):
+    page.get_by_role("tab", name="Image").click()
+    page.get_by_label("Prompt", exact=True).fill("a lighthouse at dusk")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    expect(page.locator("img[src*='image-']").first).to_be_visible(timeout=120_000)
+    expect(page.get_by_text('"entropy_scaling": "auto"')).to_be_visible()
+
+    page.get_by_role("tab", name="Video").click()
+    page.get_by_role("tabpanel").get_by_label("Prompt").fill("waves on a beach")
+    page.get_by_role("button", name="Generate video").click()
+    expect(page.locator("video[src*='.mp4']")).to_be_visible(timeout=180_000)
+    page.screenshot(path=str(tmp_path / "video.png"), full_page=True)
+
+
+def test_bad_input_shows_a_short_message_not_a_traceback(page):
+    page.get_by_role("tab", name="Image").click()
+    page.get_by_label("Width (blank: training size)").fill("100")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    expect(page.get_by_text("width 100 is not a multiple of 8; nearest valid: 96 or 104")).to_be_visible(
+        timeout=60_000)
+    assert "Traceback" not in page.content()
+    page.get_by_label("Width (blank: training size)").fill("")
