@@ -187,7 +187,7 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                             i_guidance = gr.Textbox(label="Guidance (blank: per model)")
                             with gr.Row():
                                 i_seed = gr.Number(value=7, label="Seed", precision=0)
-                                i_random = gr.Button("🎲", scale=0)
+                                i_random = gr.Button("Random seed", scale=0)
                             i_batch = gr.Slider(1, 8, value=1, step=1, label="Batch count")
                         with gr.Row():
                             i_go = gr.Button("Generate", variant="primary")

@@ -9,7 +9,7 @@ from gen.errors import GenError
 
 MIN_SIDE = 64
 MAX_SIDE = 4096
-MAX_STEPS = 1000
+MAX_STEPS = 500  # schedulers with steps_offset break at their full 1000 training steps
 MAX_SEED = 2**32 - 1
 
 

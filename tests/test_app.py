@@ -73,7 +73,7 @@ def test_video_and_mask_endpoints(served):
 @pytest.mark.parametrize("arguments,message", [
     (("a fox", "", "tiny-sd", "100", "64", "2", "", 7, "auto", 1), "width 100 is not a multiple of 8"),
     (("a fox", "", "no-such-model", "64", "64", "2", "", 7, "auto", 1), "unknown model 'no-such-model'"),
-    (("a fox", "", "tiny-sd", "64", "64", "0", "", 7, "auto", 1), "steps must be between 1 and 1000"),
+    (("a fox", "", "tiny-sd", "64", "64", "0", "", 7, "auto", 1), "steps must be between 1 and 500"),
     (("a fox", "", "tiny-sd", "wide", "", "", "", 7, "auto", 1), "argument --width: invalid int value: 'wide'"),
 ])
 def test_invalid_image_input_returns_the_message(served, arguments, message):

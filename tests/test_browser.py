@@ -47,7 +47,7 @@ def test_style_transfer_in_the_browser(page, tmp_path):
 
 def test_image_and_video_in_the_browser(page, tmp_path):
     page.get_by_role("tab", name="Image").click()
-    page.get_by_label("Prompt", exact=True).fill("a lighthouse at dusk")
+    page.get_by_role("tabpanel").get_by_label("Prompt", exact=True).fill("a lighthouse at dusk")
     page.get_by_role("button", name="Generate", exact=True).click()
     expect(page.locator("img[src*='image-']").first).to_be_visible(timeout=120_000)
     expect(page.get_by_text('"entropy_scaling": "auto"')).to_be_visible()
@@ -67,3 +67,16 @@ def test_bad_input_shows_a_short_message_not_a_traceback(page):
         timeout=60_000)
     assert "Traceback" not in page.content()
     page.get_by_label("Width (blank: training size)").fill("")
+
+
+def test_stop_cancels_between_steps(page):
+    page.get_by_role("tab", name="Image").click()
+    page.get_by_role("tabpanel").get_by_label("Prompt", exact=True).fill("a long job")
+    page.get_by_text("Advanced").first.click()
+    page.get_by_label("Steps (blank: per model)").fill("500")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Stop").first.click()
+    expect(page.get_by_text("cancelled; nothing was written for the unfinished output")).to_be_visible(
+        timeout=60_000)
+    page.get_by_label("Steps (blank: per model)").fill("")

@@ -43,7 +43,7 @@ BAD = [
     (["--strength", "2"], "style strength must be between 0 and 1"),
     (["--temperature", "0"], "--temperature must be > 0"),
     (["--temperature", "-1"], "--temperature must be > 0"),
-    (["--steps", "0"], "steps must be between 1 and 1000"),
+    (["--steps", "0"], "steps must be between 1 and 500"),
     (["--size", "70"], "--size 70 is not a multiple of 8"),
     (["--mask", f"{ASSETS}/brick.jpg"], "mask is 256x256 but the content image is 256x171"),
     (["--layers", "up_blocks.7.attentions.0.transformer_blocks.0.attn1"], "unknown attention layer"),
