@@ -3,6 +3,7 @@
 import concurrent.futures
 import json
 import socket
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from app.ui import QUEUE_SIZE, Studio, build_app
+from app.ui import QUEUE_SIZE, launch
 from gen.metadata import read_png_metadata
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -24,9 +25,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    port = _free_port()
-    demo = build_app(Studio(tmp_path_factory.mktemp("app-out"), device="cpu"))
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
+    port = _free_port()  # served exactly as `gen app` serves it (upload limit, queue), without blocking
+    demo = launch(port=port, out_dir=str(tmp_path_factory.mktemp("app-out")), device="cpu", block=False)
     url = f"http://127.0.0.1:{port}/"
     yield url, Client(url, verbose=False)
     demo.close()
@@ -110,3 +110,18 @@ def test_many_clients_complete_or_hear_the_queue_is_full(served):
     assert outcomes.count("ok") >= 1
     others = [o for o in outcomes if o != "ok"]
     assert all("queue" in o.lower() and "full" in o.lower() for o in others), others
+
+
+def test_uploads_over_the_size_limit_are_refused(served, tmp_path):
+    url, _ = served
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(26 * 2**20))  # 26 MB, over the 25 MB limit
+    boundary = "gen-test-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + big.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(url + "gradio_api/upload", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 413
+    assert "maximum" in refused.value.read().decode().lower()

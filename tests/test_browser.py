@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from app.ui import Studio, build_app
+from app.ui import launch
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CHROMIUM = "/usr/bin/chromium"
@@ -20,8 +20,7 @@ def page(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo = build_app(Studio(tmp_path_factory.mktemp("ui-out"), device="cpu"))
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
+    demo = launch(port=port, out_dir=str(tmp_path_factory.mktemp("ui-out")), device="cpu", block=False)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
