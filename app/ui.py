@@ -92,8 +92,15 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
     from gen.models import PRESETS
     from gen.video_models import VIDEO_PRESETS
 
-    image_models = [n for n, p in PRESETS.items() if p.source != "arch"]
-    video_models = [n for n, p in VIDEO_PRESETS.items() if p.source != "arch"]
+    from gen.models import SD_PIPELINES, SDXL_PIPELINES, cached_pipelines
+
+    cached = cached_pipelines()  # models already downloaded, beyond the presets
+    image_models = [n for n, p in PRESETS.items() if p.source != "arch"] + sorted(
+        r for r, c in cached.items() if c in SD_PIPELINES + SDXL_PIPELINES and r not in
+        {p.location for p in PRESETS.values()})
+    video_models = [n for n, p in VIDEO_PRESETS.items() if p.source != "arch"] + sorted(
+        r for r, c in cached.items() if c in ("WanPipeline", "HunyuanVideoPipeline") and r not in
+        {p.repo_id for p in VIDEO_PRESETS.values()})
 
     def generate_image(prompt, negative, model, width, height, steps, guidance, seed, entropy, batch, gallery,
                        progress=gr.Progress()):

@@ -491,3 +491,27 @@ def build_arch_pipeline(name: str, device="cpu", dtype=None):
     return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
+
+
+# ---------------------------------------------------------------- what is cached
+
+
+def cached_pipelines() -> dict[str, str]:
+    """Hub models in the local Hugging Face cache that have a pipeline: repo id → pipeline class.
+
+    Read from the cache folder itself (models--ORG--NAME/snapshots/*/model_index.json), so it
+    works offline and never downloads.
+    """
+    found: dict[str, str] = {}
+    root = Path(_hub_cache_dir())
+    if not root.is_dir():
+        return found
+    for repo in sorted(root.glob("models--*")):
+        repo_id = repo.name[len("models--"):].replace("--", "/", 1)
+        for index in sorted(repo.glob("snapshots/*/model_index.json")):
+            try:
+                found[repo_id] = json.loads(index.read_text()).get("_class_name", "")
+                break
+            except (OSError, json.JSONDecodeError):
+                continue
+    return found

@@ -86,3 +86,18 @@ def test_architecture_preset_has_the_real_sd15_unet_shape():
     params = sum(p.numel() for p in unet.parameters())
     assert params == 859_520_964  # SD 1.5's UNet parameter count
     assert unet.config.cross_attention_dim == 768 and unet.config.block_out_channels == (320, 640, 1280, 1280)
+
+
+def test_cached_pipelines_are_listed_from_the_hub_cache_folder(tmp_path, monkeypatch):
+    from gen import models
+
+    hub = tmp_path / "hub"
+    for repo, cls in (("models--someone--my-sd", "StableDiffusionPipeline"),
+                      ("models--Wan-AI--Wan2.1-T2V-1.3B-Diffusers", "WanPipeline")):
+        snapshot = hub / repo / "snapshots" / "abc123"
+        snapshot.mkdir(parents=True)
+        (snapshot / "model_index.json").write_text(json.dumps({"_class_name": cls}))
+    (hub / "models--broken--repo" / "snapshots" / "x").mkdir(parents=True)  # no index: not listed
+    monkeypatch.setattr(models, "_hub_cache_dir", lambda: str(hub))
+    assert models.cached_pipelines() == {"someone/my-sd": "StableDiffusionPipeline",
+                                         "Wan-AI/Wan2.1-T2V-1.3B-Diffusers": "WanPipeline"}
