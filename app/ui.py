@@ -172,7 +172,7 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
         studio.cancel.set()
         return gr.Info("stopping after the current step")
 
-    with gr.Blocks(title="gen") as demo:
+    with gr.Blocks(title="gen", analytics_enabled=False) as demo:  # no calls home from a local tool
         gr.Markdown("# gen — training-free attention methods for diffusers")
         if any(m.startswith("tiny") for m in (image_model, style_model, video_model)):
             gr.Markdown(RANDOM_NOTICE)
