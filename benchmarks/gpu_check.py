@@ -55,7 +55,6 @@ class Profile:
 
     device: str
     dtype: torch.dtype
-    dtype_name: str
     unet: str  # "arch-sd15" or "tiny-sd"
     train: int  # its training size in pixels
     entropy_cases: tuple[tuple[str, int, int], ...]
@@ -68,16 +67,22 @@ class Profile:
     radial_rounds: int
     video_bf16: bool
 
+    @property
+    def dtype_name(self) -> str:
+        from gen.models import dtype_name
+
+        return dtype_name(self.dtype)
+
 
 def gpu_profile(quick: bool) -> Profile:
     cases = (("arch-sd15", 256, 256), ("arch-sd15", 1024, 1024))
     if not quick:
         cases += (("arch-sdxl", 768, 768), ("arch-sdxl", 2048, 1024))
-    return Profile("cuda", torch.float16, "fp16", "arch-sd15", 512, cases, "arch-sd15", 768, 20,
+    return Profile("cuda", torch.float16, "arch-sd15", 512, cases, "arch-sd15", 768, 20,
                    ("arch-sd15", 512, 50), (1, 2) if quick else (1, 2, 4), 12, 5, True)
 
 
-SMOKE = Profile("cpu", torch.float32, "fp32", "tiny-sd", 64, (("arch-sd15", 64, 64),), "tiny-sd", 128, 2,
+SMOKE = Profile("cpu", torch.float32, "tiny-sd", 64, (("arch-sd15", 64, 64),), "tiny-sd", 128, 2,
                 ("tiny-sd", 64, 4), (1,), 1, 1, False)
 
 LINES: list[str] = []

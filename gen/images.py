@@ -87,13 +87,7 @@ def cover_resize(image: Image.Image, width: int, height: int) -> Image.Image:
 
 def load_mask(source: str | Path | Image.Image, expected_size: tuple[int, int]) -> Image.Image:
     """A grayscale mask (white = stylise) that must have the content image's size."""
-    if isinstance(source, Image.Image):
-        mask = source
-    else:
-        path = Path(source)
-        mask = load_image(path, "mask") if path.is_file() else None
-        if mask is None:
-            raise GenError(f"mask {str(path)!r} does not exist or is not a file")
+    mask = source if isinstance(source, Image.Image) else load_image(source, "mask")
     if mask.size != tuple(expected_size):
         raise GenError(
             f"mask is {mask.size[0]}x{mask.size[1]} but the content image is "

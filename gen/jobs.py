@@ -32,8 +32,7 @@ class JobPlan:
     def pipeline_key(self) -> tuple:
         """Jobs with equal keys can share one loaded pipeline."""
         a = self.args
-        family = "video" if self.kind == "video" else self.kind
-        return (family, a.model, a.device, a.dtype, getattr(a, "attention_backend", None),
+        return (self.kind, a.model, a.device, a.dtype, getattr(a, "attention_backend", None),
                 getattr(a, "train_size", None), tuple(self.data.get("loras", ())))
 
 

@@ -214,7 +214,7 @@ def load_pipeline(
         location = str(tiny_preset_path(preset.name)) if preset.source == "tiny" else preset.location
         pipe = pipeline_from_pretrained(location, preset.name, torch_dtype)
         pipe.to(dev)
-        if preset.source in ("hub", "local") and preset.family in ("unknown", "sd", "sdxl"):
+        if preset.source in ("hub", "local"):  # family and training size come from the files
             preset = _preset_from_pipe(preset, pipe)
     if train_size is not None:
         preset = replace(preset, train_size=train_size)
