@@ -10,6 +10,7 @@ Stop button cancels between denoising steps.
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -42,6 +43,18 @@ class Studio:
                                                     "video": PipelineCache()}
         self.cancel = threading.Event()
         self.lock = threading.Lock()  # one job per device at a time
+        self.scratch = tempfile.TemporaryDirectory(prefix="gen-app-")  # painted masks; removed with the app
+
+    def save_painted_mask(self, editor: dict | None, content: str) -> str | None:
+        """The mask painted in the editor as a PNG the command line can take; None if nothing was painted."""
+        from gen.images import load_image, mask_from_strokes
+
+        mask = mask_from_strokes((editor or {}).get("layers") or [], load_image(content, "content image").size)
+        if mask is None:
+            return None
+        path = Path(self.scratch.name) / f"mask-{time.time_ns()}.png"
+        mask.save(path, format="PNG")
+        return str(path)
 
     def run(self, argv: list[str], progress: gr.Progress) -> list[dict]:
         """Check and run one job given as command-line arguments; records of the written files."""
@@ -109,29 +122,33 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                             ("--guidance", guidance), ("--seed", seed), ("--batch", batch)):
             _flag(argv, name, value)
         records = studio.run(argv, progress)
-        paths = [r["path"] for r in records]
-        return paths, (gallery or []) + paths, json.dumps([r["params"] for r in records], indent=2)
+        return [r["path"] for r in records], (gallery or []) + records, _params_json(records)
 
     def generate_style(content, styles, weights, model, strength, temperature, steps, size, preserve, mask,
-                       gallery, progress=gr.Progress()):
+                       painted, gallery, progress=gr.Progress()):
         if not content:
             raise gr.Error("upload a content image")
         files = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (styles or [])]
         if not files:
             raise gr.Error("upload at least one style image")
         values = _weights(weights, len(files))
+        try:
+            painted_mask = studio.save_painted_mask(painted, content)
+        except GenError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        if painted_mask and mask:
+            raise gr.Error("a mask was both uploaded and painted; clear one of them")
         argv = ["style", "--content", content, "--model", model]
         for path, weight in zip(files, values):
             argv += ["--style", f"{path}:{weight:g}"]
         for name, value in (("--strength", strength), ("--temperature", temperature), ("--steps", steps),
-                            ("--size", size), ("--preserve-color", bool(preserve)), ("--mask", mask)):
+                            ("--size", size), ("--preserve-color", bool(preserve)), ("--mask", painted_mask or mask)):
             _flag(argv, name, value)
         records = studio.run(argv, progress)
-        path = records[0]["path"]
-        return path, (gallery or []) + [path], json.dumps(records[0]["params"], indent=2)
+        return records[0]["path"], (gallery or []) + records, _params_json(records)
 
     def generate_video(prompt, model, frames, width, height, steps, attention, dense_layers, dense_steps, decay,
-                       granularity, seed, progress=gr.Progress()):
+                       granularity, seed, gallery, progress=gr.Progress()):
         argv = ["video", prompt or "", "--model", model, "--attention", attention,
                 "--mask-granularity", granularity]
         for name, value in (("--frames", frames), ("--width", width), ("--height", height), ("--steps", steps),
@@ -139,7 +156,7 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                             ("--seed", seed)):
             _flag(argv, name, value)
         records = studio.run(argv, progress)
-        return records[0]["path"], json.dumps(records[0]["params"], indent=2)
+        return records[0]["path"], (gallery or []) + records, _params_json(records)
 
     def draw_mask(model, frames, width, height, decay, granularity):
         from gen.attention.radial import attention_flops_fraction, mask_picture
@@ -167,6 +184,26 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
         except GenError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         return text or "(no parameters text)", json.dumps(params or {}, indent=2)
+
+    def video_info(path):
+        from gen.video_io import read_sidecar
+
+        if not path:
+            return "", "{}"
+        try:
+            params = read_sidecar(path)
+        except GenError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        return f"video: {params.get('prompt', '')}", json.dumps(params, indent=2)
+
+    def show_gallery_item(items, event: gr.SelectData):
+        record = (items or [])[event.index]
+        files = [record["path"]]
+        if record["params"].get("kind") == "video":
+            from gen.video_io import sidecar_path
+
+            files.append(str(sidecar_path(record["path"])))
+        return json.dumps(record["params"], indent=2), files
 
     def stop():
         studio.cancel.set()
@@ -215,7 +252,12 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                             s_temperature = gr.Number(value=1.5, label="Temperature T")
                             s_steps = gr.Number(value=50, label="Steps", precision=0)
                             s_size = gr.Textbox(label="Size (longer side; blank: training size)")
-                            s_mask = gr.Image(type="filepath", label="Mask (white = stylise; content's size)")
+                            s_painted = gr.ImageEditor(
+                                type="numpy", format="png", label="Paint the mask (pick the brush): where the style applies",
+                                elem_id="style-mask-editor",
+                                sources=(), transforms=(), layers=False, eraser=gr.Eraser(),
+                                brush=gr.Brush(colors=["#ff3d7f"], color_mode="fixed", default_size=24))
+                            s_mask = gr.Image(type="filepath", label="…or upload a mask (white = stylise; content's size)")
                         with gr.Row():
                             s_go = gr.Button("Stylise", variant="primary")
                             s_stop = gr.Button("Stop")
@@ -251,12 +293,19 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                         v_mask_text = gr.Markdown()
                         v_params = gr.Code(label="Parameters", language="json")
             with gr.Tab("PNG info", id="info"):
-                p_file = gr.Image(type="filepath", label="Drop a PNG made by gen or AUTOMATIC1111")
+                with gr.Row():
+                    p_file = gr.Image(type="filepath", label="Drop a PNG made by gen or AUTOMATIC1111")
+                    p_sidecar = gr.File(file_types=[".json"], label="…or a video's .json sidecar")
                 p_text = gr.Textbox(label="Parameters", lines=4)
-                p_json = gr.Code(label="gen parameters", language="json")
-                p_send = gr.Button("Send to Image tab")
+                p_json = gr.Code(label="gen parameters", language="json", elem_id="png-info-params")
+                p_send = gr.Button("Send to its tab (Image, Style or Video)")
             with gr.Tab("Gallery", id="gallery"):
-                g_all = gr.Gallery(label="This session's results", height=480)
+                g_all = gr.Gallery(label="This session's results (select one for its parameters)", height=480,
+                                   columns=4, buttons=["download", "fullscreen"])
+                with gr.Row():
+                    g_params = gr.Code(label="Parameters of the selected result", language="json",
+                                       elem_id="gallery-params")
+                    g_files = gr.File(label="Download (video: with its parameter sidecar)", file_count="multiple")
 
         i_random.click(lambda: int(time.time_ns() % 2**32), outputs=i_seed, api_name=False, queue=False)
         i_aspect.change(lambda a: {"1:1": ("512", "512"), "3:2": ("512", "344"), "16:9": ("512", "288"),
@@ -266,11 +315,12 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                                                   i_guidance, i_seed, i_entropy, i_batch, gallery],
                                  [i_out, gallery, i_params], api_name="image")
         style_event = s_go.click(generate_style, [s_content, s_styles, s_weights, s_model, s_strength, s_temperature,
-                                                  s_steps, s_size, s_preserve, s_mask, gallery],
+                                                  s_steps, s_size, s_preserve, s_mask, s_painted, gallery],
                                  [s_out, gallery, s_params], api_name="style")
+        s_content.change(lambda c: c, s_content, s_painted, api_name=False, queue=False)  # paint over the content
         video_event = v_go.click(generate_video, [v_prompt, v_model, v_frames, v_width, v_height, v_steps,
                                                   v_attention, v_dense_layers, v_dense_steps, v_decay, v_granularity,
-                                                  v_seed], [v_out, v_params], api_name="video")
+                                                  v_seed, gallery], [v_out, gallery, v_params], api_name="video")
         for button, event in ((i_stop, image_event), (s_stop, style_event), (v_stop, video_event)):
             button.click(stop, api_name=False, queue=False)
         for component in (v_model, v_frames, v_width, v_height, v_decay, v_granularity):
@@ -279,9 +329,21 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
         demo.load(draw_mask, [v_model, v_frames, v_width, v_height, v_decay, v_granularity],
                   [v_mask, v_mask_text], api_name="mask")
         p_file.change(png_info, p_file, [p_text, p_json], api_name="png_info")
-        p_send.click(_send_to_image, p_json, [tabs, i_prompt, i_negative, i_model, i_width, i_height, i_steps,
-                                             i_guidance, i_seed, i_entropy], api_name=False)
-        gallery.change(lambda items: items, gallery, g_all, api_name=False, queue=False)
+        p_sidecar.change(video_info, p_sidecar, [p_text, p_json], api_name="video_info")
+        targets = {"tab": tabs,
+                   "image": dict(prompt=i_prompt, negative=i_negative, model=i_model, width=i_width, height=i_height,
+                                 steps=i_steps, guidance=i_guidance, seed=i_seed, entropy=i_entropy),
+                   "style": dict(model=s_model, strength=s_strength, temperature=s_temperature, steps=s_steps,
+                                 size=s_size, preserve=s_preserve, weights=s_weights),
+                   "video": dict(prompt=v_prompt, model=v_model, frames=v_frames, width=v_width, height=v_height,
+                                 steps=v_steps, attention=v_attention, dense_layers=v_dense_layers,
+                                 dense_steps=v_dense_steps, decay=v_decay, granularity=v_granularity, seed=v_seed)}
+        p_send.click(lambda text: _send_to_tab(text, targets), p_json,
+                     [tabs] + [c for kind in ("image", "style", "video") for c in targets[kind].values()],
+                     api_name=False)
+        gallery.change(lambda items: [(r["path"], _caption(r["params"])) for r in items], gallery, g_all,
+                       api_name=False, queue=False)
+        g_all.select(show_gallery_item, gallery, [g_params, g_files], api_name=False, queue=False)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     return demo
 
@@ -298,17 +360,56 @@ def _weights(text: str | None, count: int) -> list[float]:
     return values
 
 
-def _send_to_image(params_json: str):
+def _params_json(records: list[dict]) -> str:
+    params = [r["params"] for r in records]
+    return json.dumps(params[0] if len(params) == 1 and params[0].get("kind") != "image" else params, indent=2)
+
+
+def _caption(params: dict) -> str:
+    kind = params.get("kind", "")
+    if kind == "style":
+        return f"style: {', '.join(params.get('content_files', []))} × {params.get('styles', '')}"
+    size = f"{params.get('width')}×{params.get('height')}"
+    if kind == "video":
+        return f"video {params.get('frames')} frames {size}, seed {params.get('seed')}: {params.get('prompt', '')}"[:120]
+    return f"seed {params.get('seed')}, {size}: {params.get('prompt', '')}"[:120]
+
+
+def _send_to_tab(params_json: str, targets: dict) -> dict:
+    """Fill the tab the parameters came from (image, style or video) and switch to it."""
+    from gen.style import gamma_to_strength
+
     try:
         params = json.loads(params_json or "{}")
     except json.JSONDecodeError:
         raise gr.Error("no gen parameters to send") from None
-    if params.get("kind") != "image":
-        raise gr.Error("these parameters are not from an image generation")
+    kind = params.get("kind") if isinstance(params, dict) else None
+    if kind not in ("image", "style", "video"):
+        raise gr.Error("these are not gen parameters (drop an image or sidecar made by gen first)")
     text = lambda key: "" if params.get(key) is None else str(params[key])  # noqa: E731
-    return (gr.Tabs(selected="image"), params.get("prompt", ""), params.get("negative_prompt", ""),
-            params.get("model"), text("width"), text("height"), text("steps"), text("guidance"),
-            params.get("seed"), params.get("entropy_scaling", "auto"))
+    if kind == "image":
+        values = dict(prompt=params.get("prompt", ""), negative=params.get("negative_prompt", ""),
+                      model=params.get("model"), width=text("width"), height=text("height"), steps=text("steps"),
+                      guidance=text("guidance"), seed=params.get("seed"),
+                      entropy=params.get("entropy_scaling", "auto"))
+    elif kind == "style":
+        strength = params.get("strength")
+        weights = params.get("style_weights") or []
+        values = dict(model=params.get("model"),
+                      strength=strength if strength is not None else round(gamma_to_strength(params["gamma"]), 4),
+                      temperature=params.get("temperature"), steps=params.get("steps"),
+                      size=str(max(params.get("width") or 0, params.get("height") or 0) or ""),
+                      preserve=bool(params.get("preserve_color")),
+                      weights=", ".join(f"{w:g}" for w in weights) if len(set(weights)) > 1 else "")
+        gr.Info(f"settings sent; upload the images again: content {', '.join(params.get('content_files', []))}, "
+                f"style {', '.join(params.get('style_files', []))}")
+    else:
+        values = dict(prompt=params.get("prompt", ""), model=params.get("model"), frames=params.get("frames"),
+                      width=params.get("width"), height=params.get("height"), steps=params.get("steps"),
+                      attention=params.get("attention", "radial"), dense_layers=text("dense_layers"),
+                      dense_steps=text("dense_steps"), decay=text("decay"),
+                      granularity=params.get("mask_granularity", "block"), seed=params.get("seed"))
+    return {targets["tab"]: gr.Tabs(selected=kind), **{targets[kind][name]: value for name, value in values.items()}}
 
 
 def launch(host: str = "127.0.0.1", port: int = 7860, share: bool = False, model: str | None = None,

@@ -253,7 +253,7 @@ def check_radial(profile: Profile, device: torch.device) -> bool:
                     f"max err {err:.2e}")
     say()
     rows = run_radial_benchmark(list(profile.radial_multipliers), profile.radial_heads, 128, profile.radial_rounds,
-                                profile.device, dtype, "block")
+                                profile.device, dtype, "block", ceiling=True)
     for line in radial_table(rows, f"attention alone, {profile.radial_heads} heads × 128, {dtype}, block"):
         say(line)
     free_memory(device)

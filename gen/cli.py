@@ -288,6 +288,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_mask(args: argparse.Namespace) -> int:
+    from gen.validation import check_radial_settings
     from gen.video_models import video_layout, video_preset
 
     preset = video_preset(args.model)
@@ -295,8 +296,7 @@ def cmd_mask(args: argparse.Namespace) -> int:
     width = args.width if args.width is not None else preset.width
     height = args.height if args.height is not None else preset.height
     decay = preset.decay if args.decay is None else args.decay
-    if not decay > 0:
-        raise GenError(f"--decay must be > 0, got {decay}")
+    check_radial_settings(decay=decay, flags=True)
     layout = video_layout(preset, frames, width, height, decay)
     png = None
     if args.png:
@@ -376,8 +376,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from gen.metadata import read_png_metadata
 
-    if Path(args.file).suffix.lower() in (".mp4", ".json"):
-        return _video_info(Path(args.file))
+    if Path(args.file).suffix.lower() in (".mp4", ".json"):  # a video's parameters are in its sidecar
+        from gen.video_io import read_sidecar
+
+        print(json.dumps(read_sidecar(args.file), indent=2, sort_keys=True))
+        return 0
     text, params = read_png_metadata(args.file)
     if args.json:
         if params is None:
@@ -391,20 +394,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     if params is not None:
         print()
         print(json.dumps(params, indent=2, sort_keys=True))
-    return 0
-
-
-
-def _video_info(path: Path) -> int:
-    """A video's parameters live in its JSON sidecar (OUT.json beside OUT.mp4)."""
-    sidecar = path.with_suffix(".json")
-    if not sidecar.is_file():
-        raise GenError(f"{path.name} has no parameter sidecar ({sidecar.name} not found)")
-    try:
-        params = json.loads(sidecar.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise GenError(f"{sidecar.name} is not valid JSON") from None
-    print(json.dumps(params, indent=2, sort_keys=True))
     return 0
 
 

@@ -111,3 +111,22 @@ def composite(stylised: Image.Image, content: Image.Image, mask: Image.Image) ->
     """Stylised where the mask is white, content where it is black, blended in between."""
     mask = mask.resize(stylised.size, Image.Resampling.BILINEAR) if mask.size != stylised.size else mask
     return Image.composite(stylised.convert("RGB"), content.convert("RGB"), mask.convert("L"))
+
+
+def mask_from_strokes(layers: list[np.ndarray], size: tuple[int, int]) -> Image.Image | None:
+    """A mask (white = stylise) from painted layers (H×W×4 RGBA arrays): painted pixels are white.
+
+    What a brush leaves is the layer's alpha; several layers are united (per-pixel maximum).
+    The result is scaled to `size` (width, height), the content image's size, since an editor
+    canvas may differ from it. None when nothing was painted.
+    """
+    painted = [np.asarray(layer)[..., 3] for layer in layers if layer is not None and np.asarray(layer).ndim == 3
+               and np.asarray(layer).shape[-1] == 4]
+    if not painted or not any(alpha.any() for alpha in painted):
+        return None
+    shape = painted[0].shape
+    if any(alpha.shape != shape for alpha in painted):
+        raise GenError("painted mask layers differ in size; clear the mask and paint it again")
+    alpha = np.maximum.reduce(painted).astype(np.uint8)
+    mask = Image.fromarray(alpha, "L")
+    return mask if mask.size == tuple(size) else mask.resize(tuple(size), Image.Resampling.BILINEAR)

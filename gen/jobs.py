@@ -163,7 +163,8 @@ def _run_style(plan: JobPlan, pipe, progress: Progress | None) -> list[dict]:
 
 def _plan_video(args) -> JobPlan:
     from gen.outputs import check_output_paths
-    from gen.validation import check_guidance, check_seed, check_steps, parse_weighted_path
+    from gen.validation import (check_guidance, check_radial_settings, check_seed, check_steps,
+                                parse_weighted_path)
     from gen.video_io import sidecar_path
     from gen.video_models import check_lora_file, check_video_shape, video_preset
 
@@ -176,12 +177,7 @@ def _plan_video(args) -> JobPlan:
         check_steps(args.steps)
     if args.guidance is not None:
         check_guidance(args.guidance)
-    for label, value in (("--dense-layers", args.dense_layers), ("--dense-steps", args.dense_steps),
-                         ("--dense-final-steps", args.dense_final_steps)):
-        if value is not None and value < 0:
-            raise GenError(f"{label} must be >= 0, got {value}")
-    if args.decay is not None and not args.decay > 0:
-        raise GenError(f"--decay must be > 0, got {args.decay}")
+    check_radial_settings(args.dense_layers, args.dense_steps, args.dense_final_steps, args.decay, flags=True)
     if not 1 <= args.fps <= 120:
         raise GenError(f"--fps must be between 1 and 120, got {args.fps}")
     seed = args.seed if args.seed is not None else secrets.randbelow(2**32)

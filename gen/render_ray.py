@@ -63,7 +63,7 @@ def run_on_ray(jobs: list, base: Path, out_dir: Path, address: str | None, worke
             ray.init(num_cpus=max(workers, torch.get_num_threads()), include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
     try:
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # no notices about progress bars we turned off
         ray.data.DataContext.get_current().enable_progress_bars = False
         rows = [{"raw": json.dumps(job.params), "id": job.id, "line": job.line,
                  "skip": json.dumps([str(p) for p in job.plan.data.get("skip", ())])} for job in jobs]
@@ -73,7 +73,7 @@ def run_on_ray(jobs: list, base: Path, out_dir: Path, address: str | None, worke
         threads = max(1, torch.get_num_threads() // workers)
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             RenderWorker, fn_constructor_args=(str(base), str(out_dir), threads), batch_size=1,
-            concurrency=workers, num_gpus=gpus_per_worker or None, num_cpus=1,
+            compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus_per_worker or None, num_cpus=1,
         )
         for row in dataset.iter_rows():
             yield json.loads(row["record"])

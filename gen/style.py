@@ -48,6 +48,14 @@ def strength_to_gamma(strength: float) -> float:
     return DEFAULT_GAMMA - (DEFAULT_GAMMA - STRONG_GAMMA) * (strength - 0.5) / 0.5
 
 
+def gamma_to_strength(gamma: float) -> float:
+    """The inverse of `strength_to_gamma` for γ in [0.3, 1] (below 0.3: strength 1, the strongest)."""
+    if not 0.0 <= gamma <= 1.0:
+        raise GenError(f"gamma must be between 0 and 1, got {gamma}")
+    if gamma >= DEFAULT_GAMMA:
+        return 0.5 * (1.0 - gamma) / (1.0 - DEFAULT_GAMMA)
+    return min(1.0, 0.5 + 0.5 * (DEFAULT_GAMMA - gamma) / (DEFAULT_GAMMA - STRONG_GAMMA))
+
 def channel_stats(latent: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and standard deviation over H×W of a (…, C, H, W) latent."""
     flat = latent.flatten(-2).double()

@@ -63,3 +63,19 @@ def parse_weighted_path(spec: str) -> tuple[str, float]:
         except ValueError:
             pass
     return spec, 1.0
+
+
+def check_radial_settings(dense_layers: int | None = None, dense_steps: int | None = None,
+                          dense_final_steps: int | None = None, decay: float | None = None,
+                          flags: bool = False) -> None:
+    """Radial attention's warm-up counts (>= 0) and decay (> 0); None is left to the model's default.
+
+    `flags` names them as the command line does (`--decay`), else as the Python API does (`decay`).
+    """
+    name = (lambda words: "--" + words.replace(" ", "-")) if flags else (lambda words: words)
+    for words, value in (("dense layers", dense_layers), ("dense steps", dense_steps),
+                         ("dense final steps", dense_final_steps)):
+        if value is not None and value < 0:
+            raise GenError(f"{name(words)} must be >= 0, got {value}")
+    if decay is not None and not decay > 0:
+        raise GenError(f"{name('decay')} must be > 0, got {decay}")

@@ -55,6 +55,20 @@ def sidecar_path(video: str | Path) -> Path:
     return Path(video).with_suffix(".json")
 
 
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    """A video's parameters: from its sidecar (OUT.json beside OUT.mp4), given either file."""
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        raise GenError(f"{Path(path).name} has no parameter sidecar ({sidecar.name} not found)")
+    try:
+        params = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise GenError(f"{sidecar.name} is not valid JSON") from None
+    if not isinstance(params, dict) or params.get("kind") != "video":
+        raise GenError(f"{sidecar.name} is not a gen video sidecar (no \"kind\": \"video\")")
+    return params
+
+
 def write_sidecar(video: str | Path, params: dict[str, Any], overwrite: bool = False) -> Path:
     text = json.dumps(params, indent=2, sort_keys=True)
     return atomic_write(sidecar_path(video), lambda tmp: tmp.write_text(text), overwrite=overwrite)

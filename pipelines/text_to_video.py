@@ -27,7 +27,7 @@ from gen.attention.radial import GRANULARITIES
 from gen.attention.video import RadialState, install_radial
 from gen.errors import GenError
 from gen.models import dtype_name
-from gen.validation import check_guidance, check_seed, check_steps
+from gen.validation import check_guidance, check_radial_settings, check_seed, check_steps
 from gen.video_models import check_video_shape, load_video_pipeline, video_layout
 
 ATTENTION_MODES = ("radial", "dense")
@@ -148,12 +148,7 @@ class TextToVideoPipeline:
             raise GenError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {attention!r}")
         if state.granularity not in GRANULARITIES:
             raise GenError(f"mask granularity must be one of {', '.join(GRANULARITIES)}, got {state.granularity!r}")
-        if not state.decay > 0:
-            raise GenError(f"decay must be > 0, got {state.decay}")
-        for label, value in (("dense layers", state.dense_layers), ("dense steps", state.dense_steps),
-                             ("dense final steps", state.dense_final_steps)):
-            if value < 0:
-                raise GenError(f"{label} must be >= 0, got {value}")
+        check_radial_settings(state.dense_layers, state.dense_steps, state.dense_final_steps, state.decay)
 
     @contextlib.contextmanager
     def _attention(self, attention: str, state: RadialState):

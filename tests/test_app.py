@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
@@ -35,7 +36,7 @@ def served(tmp_path_factory):
 def test_every_endpoint_has_an_api_name(served):
     _, client = served
     endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/image", "/style", "/video", "/png_info", "/mask"} <= endpoints
+    assert {"/image", "/style", "/video", "/png_info", "/video_info", "/mask"} <= endpoints
 
 
 def test_image_endpoint_writes_pngs_with_parameters(served):
@@ -53,19 +54,49 @@ def test_style_and_png_info_endpoints(served):
     _, client = served
     result, params_json = client.predict(
         handle_file(str(ASSETS / "coffee.jpg")), [handle_file(str(ASSETS / "brick.jpg"))], "", "tiny-sd", 0.5, 1.5,
-        3, "64", True, None, api_name="/style")
+        3, "64", True, None, None, api_name="/style")
     assert json.loads(params_json)["preserve_color"] is True
     text, params = client.predict(handle_file(result), api_name="/png_info")
     assert text.startswith("style transfer: coffee.jpg") and json.loads(params)["kind"] == "style"
     assert read_png_metadata(result)[1]["gamma"] == 0.75
 
 
-def test_video_and_mask_endpoints(served):
+def test_painted_mask_gives_the_same_result_as_the_same_mask_uploaded(served, tmp_path):
+    _, client = served
+    content = ASSETS / "coffee.jpg"
+    width, height = Image.open(content).size
+    layer = np.zeros((height, width, 4), np.uint8)
+    layer[:, : width // 2] = (255, 61, 127, 255)  # the brush's colour, fully opaque, over the left half
+    Image.fromarray(layer, "RGBA").save(tmp_path / "layer.png")
+    Image.fromarray((layer[..., 3] > 0).astype(np.uint8) * 255, "L").save(tmp_path / "mask.png")
+    painted = {"background": handle_file(str(content)), "layers": [handle_file(str(tmp_path / "layer.png"))],
+               "composite": handle_file(str(content))}
+    common = (handle_file(str(content)), [handle_file(str(ASSETS / "brick.jpg"))], "", "tiny-sd", 0.5, 1.5, 2, "64",
+              False)
+    from_paint, params = client.predict(*common, None, painted, api_name="/style")
+    from_upload, _ = client.predict(*common, handle_file(str(tmp_path / "mask.png")), None, api_name="/style")
+    unmasked, _ = client.predict(*common, None, None, api_name="/style")
+    assert json.loads(params)["mask"] is True
+    a, b, c = (np.asarray(Image.open(p), dtype=int) for p in (from_paint, from_upload, unmasked))
+    assert np.array_equal(a, b)
+    assert np.abs(a - c)[:, -8:].mean() > 1  # outside the painted half the content shows, not the style
+    with pytest.raises(Exception, match="both uploaded and painted"):
+        client.predict(*common, handle_file(str(tmp_path / "mask.png")), painted, api_name="/style")
+
+
+def test_video_sidecar_and_mask_endpoints(served, tmp_path):
     _, client = served
     video, params_json = client.predict("waves", "tiny-wan", 5, 64, 48, 2, "radial", "", "", "", "block", 1,
                                         api_name="/video")
     path = video["video"] if isinstance(video, dict) else video
     assert Path(path).suffix == ".mp4" and json.loads(params_json)["frames"] == 5
+    sidecar = tmp_path / "waves.json"  # the API hands out a copy of the video; its sidecar is the parameters
+    sidecar.write_text(params_json)
+    text, params = client.predict(handle_file(str(sidecar)), api_name="/video_info")
+    assert text == "video: waves" and json.loads(params)["latent_frames"] == 2
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(Exception, match="bad.json is not valid JSON"):
+        client.predict(handle_file(str(tmp_path / "bad.json")), api_name="/video_info")
     picture, text = client.predict("wan2.1-1.3b", 81, 832, 480, "", "block", api_name="/mask")
     assert "32760 tokens" in text and "66.2 %" in text
 
@@ -88,7 +119,7 @@ def test_invalid_video_and_style_input(served):
         client.predict("w", "tiny-wan", 16, 64, 64, 1, "radial", "", "", "", "block", 1, api_name="/video")
     with pytest.raises(Exception, match="1 style image\\(s\\) but 2 weight\\(s\\)"):
         client.predict(handle_file(str(ASSETS / "coffee.jpg")), [handle_file(str(ASSETS / "brick.jpg"))], "1, 2",
-                       "tiny-sd", 0.5, 1.5, 2, "64", False, None, api_name="/style")
+                       "tiny-sd", 0.5, 1.5, 2, "64", False, None, None, api_name="/style")
 
 
 def test_many_clients_complete_or_hear_the_queue_is_full(served):

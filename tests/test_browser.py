@@ -3,10 +3,13 @@
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
 from app.ui import launch
+from gen.images import cover_resize, load_image
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CHROMIUM = "/usr/bin/chromium"
@@ -16,11 +19,16 @@ ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def ui_out(tmp_path_factory):
+    return tmp_path_factory.mktemp("ui-out")
+
+
+@pytest.fixture(scope="module")
+def page(ui_out):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo = launch(port=port, out_dir=str(tmp_path_factory.mktemp("ui-out")), device="cpu", block=False)
+    demo = launch(port=port, out_dir=str(ui_out), device="cpu", block=False)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -79,3 +87,43 @@ def test_stop_cancels_between_steps(page):
     expect(page.get_by_text("cancelled; nothing was written for the unfinished output")).to_be_visible(
         timeout=60_000)
     page.get_by_label("Steps (blank: per model)").fill("")
+
+
+def test_painted_mask_gallery_parameters_and_send_back(page, ui_out, tmp_path):
+    page.get_by_role("tab", name="Style").click()
+    page.locator("input[type=file]").nth(0).set_input_files(str(ASSETS / "coffee.jpg"))
+    page.locator("input[type=file]").nth(1).set_input_files(str(ASSETS / "gravel.jpg"))
+    page.get_by_role("tabpanel").get_by_text("Advanced").click()
+    canvas = page.locator("#style-mask-editor canvas").last
+    expect(canvas).to_be_visible(timeout=30_000)
+    page.wait_for_timeout(1000)  # the content becomes the editor's background
+    page.locator("#style-mask-editor").get_by_role("button", name="Brush").first.click()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    page.mouse.down()
+    for step in range(1, 11):  # a stroke down the left part of the picture
+        page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * (0.3 + 0.04 * step), steps=3)
+    page.mouse.up()
+    page.get_by_role("button", name="Stylise").click()
+    expect(page.get_by_text('"mask": true')).to_be_visible(timeout=120_000)
+    page.screenshot(path=str(tmp_path / "painted.png"), full_page=True)
+    result = Image.open(sorted(ui_out.glob("style-*.png"))[-1])
+    content = np.asarray(cover_resize(load_image(ASSETS / "coffee.jpg"), *result.size), dtype=int)
+    difference = np.abs(np.asarray(result.convert("RGB"), dtype=int) - content).mean(axis=(0, 2))
+    # The stroke covers the left of the picture: stylised there, the content itself on the right.
+    assert difference[: result.width // 8].mean() > 10 and difference[result.width // 2:].max() < 2
+
+    page.get_by_role("tab", name="Gallery").click()
+    page.locator("#gallery-params").wait_for(state="attached")
+    page.get_by_role("tabpanel").locator("img").last.click()
+    expect(page.locator("#gallery-params").get_by_text('"kind": "style"')).to_be_visible(timeout=30_000)
+
+    page.get_by_role("tab", name="Style").click()
+    page.get_by_label("Temperature T").fill("3")
+    page.get_by_role("tab", name="PNG info").click()
+    outputs = sorted(ui_out.glob("style-*.png"))
+    page.get_by_role("tabpanel").locator("input[type=file]").first.set_input_files(str(outputs[-1]))
+    expect(page.locator("#png-info-params").get_by_text('"temperature": 1.5')).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name="Send to its tab").click()
+    expect(page.get_by_role("tab", name="Style", selected=True)).to_be_visible(timeout=30_000)
+    expect(page.get_by_label("Temperature T")).to_have_value("1.5")

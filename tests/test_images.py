@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from gen.errors import GenError
-from gen.images import (composite, cover_resize, fit_size, image_digest, load_image, load_mask,
+from gen.images import (composite, cover_resize, fit_size, image_digest, load_image, load_mask, mask_from_strokes,
                         preserve_color)
 
 
@@ -96,3 +96,19 @@ def test_mask_size_must_match_and_composite_respects_it():
     mask.paste(255, (0, 0, 2, 2))
     out = np.asarray(composite(Image.new("RGB", (4, 2), (255, 0, 0)), Image.new("RGB", (4, 2), (0, 0, 255)), mask))
     assert out[:, :2].tolist() == [[[255, 0, 0]] * 2] * 2 and out[:, 2:].tolist() == [[[0, 0, 255]] * 2] * 2
+
+
+def test_painted_layers_become_a_mask_of_the_content_size():
+    first, second = np.zeros((40, 60, 4), np.uint8), np.zeros((40, 60, 4), np.uint8)
+    first[:, :30] = (255, 61, 127, 255)  # a brush stroke: colour with full alpha
+    second[:10, 30:] = (255, 61, 127, 128)  # a half-transparent stroke on another layer
+    mask = mask_from_strokes([first, second], (60, 40))
+    values = np.asarray(mask)
+    assert mask.mode == "L" and mask.size == (60, 40)
+    assert (values[:, :30] == 255).all() and (values[:10, 30:] == 128).all() and (values[10:, 30:] == 0).all()
+    scaled = np.asarray(mask_from_strokes([first], (120, 80)))  # the editor canvas was half the content's size
+    assert scaled.shape == (80, 120) and scaled[:, :58].min() == 255 and scaled[:, 62:].max() == 0
+    assert mask_from_strokes([np.zeros((40, 60, 4), np.uint8)], (60, 40)) is None  # nothing painted
+    assert mask_from_strokes([], (60, 40)) is None
+    with pytest.raises(GenError, match="differ in size"):
+        mask_from_strokes([first, np.full((20, 20, 4), 255, np.uint8)], (60, 40))

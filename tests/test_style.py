@@ -13,7 +13,7 @@ from gen.errors import GenError
 from gen.inversion import InversionCache, Trajectory, ddim_invert, ddim_schedule, ddim_step
 from gen.models import build_arch_unet
 from gen.style import (InjectionState, StyleInjectionProcessor, adain, channel_stats, default_injection_layers,
-                       strength_to_gamma)
+                       gamma_to_strength, strength_to_gamma)
 from pipelines import StyleTransferPipeline
 
 CONTENT, STYLE, STYLE2 = "assets/coffee.jpg", "assets/brick.jpg", "assets/gravel.jpg"
@@ -119,6 +119,14 @@ def test_strength_maps_onto_gamma():
     assert strength_to_gamma(0.25) == pytest.approx(0.875)
     with pytest.raises(GenError):
         strength_to_gamma(1.5)
+
+
+def test_gamma_maps_back_onto_strength():
+    for strength in (0.0, 0.1, 0.25, 0.5, 0.6, 0.9, 1.0):
+        assert gamma_to_strength(strength_to_gamma(strength)) == pytest.approx(strength)
+    assert gamma_to_strength(0.1) == 1.0  # stronger than the slider reaches: its strongest end
+    with pytest.raises(GenError):
+        gamma_to_strength(-0.1)
 
 
 def test_default_layers_are_the_papers_for_sd15_and_the_finest_decoder_levels_for_sdxl(tiny_sdxl):

@@ -91,6 +91,11 @@ def test_video_command_writes_browser_mp4_sidecar_and_frames(tmp_path, capsys):
     assert '"latent_frames": 5' in capsys.readouterr().out
     assert main(["video", "x", "--frames", "5", "--width", "64", "--height", "48", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+    (tmp_path / "other.json").write_text('{"kind": "image"}')
+    assert main(["info", str(tmp_path / "other.json")]) == 2
+    assert "is not a gen video sidecar" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "lost.mp4")]) == 2
+    assert "lost.mp4 has no parameter sidecar (lost.json not found)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra,message", [
