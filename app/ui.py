@@ -253,8 +253,8 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                             s_steps = gr.Number(value=50, label="Steps", precision=0)
                             s_size = gr.Textbox(label="Size (longer side; blank: training size)")
                             s_painted = gr.ImageEditor(
-                                type="numpy", format="png", label="Paint the mask (pick the brush): where the style applies",
-                                elem_id="style-mask-editor",
+                                type="numpy", format="png", elem_id="style-mask-editor",
+                                label="Paint the mask (pick the brush): where the style applies",
                                 sources=(), transforms=(), layers=False, eraser=gr.Eraser(),
                                 brush=gr.Brush(colors=["#ff3d7f"], color_mode="fixed", default_size=24))
                             s_mask = gr.Image(type="filepath", label="…or upload a mask (white = stylise; content's size)")

@@ -12,7 +12,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from app.ui import QUEUE_SIZE, launch
+from app.ui import QUEUE_SIZE, _send_to_tab, launch
 from gen.metadata import read_png_metadata
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -156,3 +156,25 @@ def test_uploads_over_the_size_limit_are_refused(served, tmp_path):
         urllib.request.urlopen(request, timeout=60)
     assert refused.value.code == 413
     assert "maximum" in refused.value.read().decode().lower()
+
+
+def test_parameters_go_back_to_the_tab_they_came_from():
+    fields = {"image": ("prompt", "negative", "model", "width", "height", "steps", "guidance", "seed", "entropy"),
+              "style": ("model", "strength", "temperature", "steps", "size", "preserve", "weights"),
+              "video": ("prompt", "model", "frames", "width", "height", "steps", "attention", "dense_layers",
+                        "dense_steps", "decay", "granularity", "seed")}
+    targets = {"tab": "tabs", **{kind: {name: f"{kind}.{name}" for name in names} for kind, names in fields.items()}}
+    image = _send_to_tab(json.dumps({"kind": "image", "prompt": "a fox", "negative_prompt": "blur", "model": "sd15",
+                                     "width": 768, "height": 512, "steps": 30, "guidance": 7.5, "seed": 9,
+                                     "entropy_scaling": "on"}), targets)
+    assert image["tabs"].selected == "image"
+    assert {k: v for k, v in image.items() if k != "tabs"} == {
+        "image.prompt": "a fox", "image.negative": "blur", "image.model": "sd15", "image.width": "768",
+        "image.height": "512", "image.steps": "30", "image.guidance": "7.5", "image.seed": 9, "image.entropy": "on"}
+    video = _send_to_tab(json.dumps({"kind": "video", "prompt": "waves", "model": "tiny-wan", "frames": 17,
+                                     "width": 64, "height": 48, "steps": 4, "attention": "dense", "dense_layers": 1,
+                                     "dense_steps": 2, "decay": 0.2, "mask_granularity": "token", "seed": 3}), targets)
+    assert video["tabs"].selected == "video" and video["video.granularity"] == "token"
+    assert (video["video.frames"], video["video.decay"], video["video.attention"]) == (17, "0.2", "dense")
+    with pytest.raises(Exception, match="not gen parameters"):
+        _send_to_tab(json.dumps({"Steps": 20}), targets)
