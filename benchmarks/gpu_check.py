@@ -5,6 +5,14 @@ Installs nothing; needs torch with CUDA plus this project's dependencies importa
     python benchmarks/gpu_check.py [--out gpu_check.md] [--quick]
     python benchmarks/gpu_check.py --smoke      # every code path on CPU with tiny sizes (tests run this)
 
+On a lent GPU machine without network or diffusers (torch, transformers, accelerate, safetensors
+present), bring the missing wheels in the working tree and install them into a scratch folder:
+
+    pip download diffusers==0.42.1 importlib_metadata --no-deps -d .whl     # here, before the run
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl    # there
+    PYTHONPATH=/tmp/site:$PWD GEN_CACHE_DIR=/tmp/gencache HF_HUB_OFFLINE=1 \
+        python3 benchmarks/gpu_check.py --out $OUT/gpu_check.md
+
 Checks (each line says PASS or FAIL):
   * tiny-sd / tiny-sdxl pipelines: entropy scaling `on` at the training size is pixel-identical
     to `off`, and changes the image elsewhere;
