@@ -418,6 +418,8 @@ def launch(host: str = "127.0.0.1", port: int = 7860, share: bool = False, model
     studio = Studio(out_dir, device)
     kwargs = {"image_model": model, "style_model": model} if model else {}
     demo = build_app(studio, **kwargs)
+    # Gradio serves files from the working and temp folders only; outputs may live elsewhere (--out).
     demo.launch(server_name=host, server_port=port, share=share, max_file_size=UPLOAD_LIMIT,
-                prevent_thread_lock=not block, show_error=False, quiet=not block, ssr_mode=False)
+                allowed_paths=[str(Path(out_dir).resolve())], prevent_thread_lock=not block, show_error=False,
+                quiet=not block, ssr_mode=False)
     return demo

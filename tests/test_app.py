@@ -3,6 +3,7 @@
 import concurrent.futures
 import json
 import socket
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -178,3 +179,20 @@ def test_parameters_go_back_to_the_tab_they_came_from():
     assert (video["video.frames"], video["video.decay"], video["video.attention"]) == (17, "0.2", "dense")
     with pytest.raises(Exception, match="not gen parameters"):
         _send_to_tab(json.dumps({"Steps": 20}), targets)
+
+
+def test_outputs_outside_the_working_and_temp_folders_are_served(tmp_path, monkeypatch):
+    # `gen app --out /elsewhere`: Gradio serves only files under the working folder, the temp
+    # folder or launch()'s allowed_paths, so the output folder must be among the allowed ones.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+    (tmp_path / "temp").mkdir()
+    port = _free_port()
+    demo = launch(port=port, out_dir=str(tmp_path / "renders"), device="cpu", block=False)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        paths, _ = client.predict("a fox", "", "tiny-sd", "64", "64", "2", "", 3, "auto", 1, api_name="/image")
+        image = paths[0]["image"] if isinstance(paths[0], dict) else paths[0]
+        assert Image.open(image).size == (64, 64)
+        assert len(list((tmp_path / "renders").glob("image-*.png"))) == 1
+    finally:
+        demo.close()
