@@ -111,9 +111,7 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
     image_models = [n for n, p in PRESETS.items() if p.source != "arch"] + sorted(
         r for r, c in cached.items() if c in SD_PIPELINES + SDXL_PIPELINES and r not in
         {p.location for p in PRESETS.values()})
-    video_models = [n for n, p in VIDEO_PRESETS.items() if p.source != "arch"] + sorted(
-        r for r, c in cached.items() if c in ("WanPipeline", "HunyuanVideoPipeline") and r not in
-        {p.repo_id for p in VIDEO_PRESETS.values()})
+    video_models = [n for n, p in VIDEO_PRESETS.items() if p.source != "arch"]  # video runs its presets only
 
     def generate_image(prompt, negative, model, width, height, steps, guidance, seed, entropy, batch, gallery,
                        progress=gr.Progress()):
@@ -413,10 +411,13 @@ def _send_to_tab(params_json: str, targets: dict) -> dict:
 
 
 def launch(host: str = "127.0.0.1", port: int = 7860, share: bool = False, model: str | None = None,
-           out_dir: str = "outputs/app", device: str | None = None, block: bool = True) -> gr.Blocks:
+           out_dir: str = "outputs/app", device: str | None = None, block: bool = True,
+           video_model: str | None = None) -> gr.Blocks:
     """Build and serve the UI (local only unless `share`)."""
     studio = Studio(out_dir, device)
     kwargs = {"image_model": model, "style_model": model} if model else {}
+    if video_model:
+        kwargs["video_model"] = video_model
     demo = build_app(studio, **kwargs)
     # Gradio serves files from the working and temp folders only; outputs may live elsewhere (--out).
     demo.launch(server_name=host, server_port=port, share=share, max_file_size=UPLOAD_LIMIT,

@@ -168,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     app = commands.add_parser("app", help="open the web UI (Gradio)",
                               description="Serve the web UI. Local only (127.0.0.1) unless --host or --share.")
     app.add_argument("--model", help="default image/style model in the UI (default: tiny-sd)")
+    app.add_argument("--video-model", help="default video model in the UI (default: tiny-wan)")
     app.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     app.add_argument("--port", type=int, default=7860)
     app.add_argument("--share", action="store_true", help="also create a public gradio.live link")
@@ -339,8 +340,15 @@ def cmd_app(args: argparse.Namespace) -> int:
         raise GenError("the web UI needs gradio: pip install 'gen[app]'") from None
     if not 1 <= args.port <= 65535:
         raise GenError(f"--port must be between 1 and 65535, got {args.port}")
+    from gen.video_models import VIDEO_PRESETS, video_preset
+
+    if args.model in VIDEO_PRESETS:
+        raise GenError(f"{args.model} is a video model; pass it as --video-model (--model is for images and styles)")
+    if args.video_model is not None:
+        video_preset(args.video_model)  # one line naming the presets if unknown
     _quiet_libraries()
-    launch(host=args.host, port=args.port, share=args.share, model=args.model, out_dir=args.out, device=args.device)
+    launch(host=args.host, port=args.port, share=args.share, model=args.model, video_model=args.video_model,
+           out_dir=args.out, device=args.device)
     return 0
 
 

@@ -109,3 +109,14 @@ def test_info_on_a_file_without_parameters(tmp_path, capsys):
     Image.new("RGB", (4, 4)).save(plain)
     assert main(["info", str(plain)]) == 2
     assert "carries no generation parameters" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["app", "--model", "tiny-wan"], "tiny-wan is a video model; pass it as --video-model"),
+    (["app", "--video-model", "wan9"], "unknown video model 'wan9'; video presets: wan2.1-1.3b"),
+    (["app", "--port", "0"], "--port must be between 1 and 65535, got 0"),
+])
+def test_bad_app_arguments_are_refused_before_serving(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
