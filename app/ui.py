@@ -103,7 +103,7 @@ def _flag(argv: list[str], name: str, value: Any) -> None:
 def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "tiny-sd",
               video_model: str = "tiny-wan") -> gr.Blocks:
     from gen.models import PRESETS
-    from gen.video_models import VIDEO_PRESETS
+    from gen.video_models import VIDEO_PIPELINES, VIDEO_PRESETS
 
     from gen.models import SD_PIPELINES, SDXL_PIPELINES, cached_pipelines
 
@@ -111,7 +111,8 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
     image_models = [n for n, p in PRESETS.items() if p.source != "arch"] + sorted(
         r for r, c in cached.items() if c in SD_PIPELINES + SDXL_PIPELINES and r not in
         {p.location for p in PRESETS.values()})
-    video_models = [n for n, p in VIDEO_PRESETS.items() if p.source != "arch"]  # video runs its presets only
+    video_models = [n for n, p in VIDEO_PRESETS.items() if p.source != "arch"] + sorted(
+        r for r, c in cached.items() if c in VIDEO_PIPELINES and r not in {p.repo_id for p in VIDEO_PRESETS.values()})
 
     def generate_image(prompt, negative, model, width, height, steps, guidance, seed, entropy, batch, gallery,
                        progress=gr.Progress()):

@@ -17,7 +17,7 @@ class VideoPreset:
     name: str
     repo_id: str | None
     flavour: str  # "wan" or "hunyuan"
-    source: str  # "hub", "tiny" or "arch"
+    source: str  # "hub", "local" (a diffusers folder), "tiny" or "arch"
     frames: int  # default pixel frames
     width: int
     height: int
@@ -58,10 +58,81 @@ VIDEO_PRESETS: dict[str, VideoPreset] = {
 }
 
 
+# Pipelines the video path runs, and the preset whose defaults (frames, size, steps, warm-up) they take.
+VIDEO_PIPELINES = {"WanPipeline": "wan2.1-1.3b", "HunyuanVideoPipeline": "hunyuan-video"}
+
+
 def video_preset(name: str) -> VideoPreset:
-    if name not in VIDEO_PRESETS:
-        raise GenError(f"unknown video model {name!r}; video presets: {', '.join(VIDEO_PRESETS)}")
-    return VIDEO_PRESETS[name]
+    """A preset by name, or one derived from a local diffusers folder or a hub id (config files only).
+
+    Layout facts (VAE ratios, patch size) come from the model's own configs; defaults come from
+    the preset of its family (Wan2.1-1.3B or HunyuanVideo).
+    """
+    if name in VIDEO_PRESETS:
+        return VIDEO_PRESETS[name]
+    from pathlib import Path
+
+    from gen.models import _HUB_ID
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _derived_preset(name, str(path), "local", lambda file: path / file)
+    if _HUB_ID.match(name) and not path.exists():
+        return _derived_preset(name, name, "hub", lambda file: _hub_config(name, file))
+    raise GenError(f"unknown video model {name!r}; video presets: {', '.join(VIDEO_PRESETS)}; or a local "
+                   "diffusers folder or hub id of a WanPipeline or HunyuanVideoPipeline")
+
+
+def _hub_config(repo_id: str, file: str):
+    """A config file of a hub model: from the cache first; downloaded only if that is allowed."""
+    from huggingface_hub import hf_hub_download
+
+    from gen.models import _offline
+
+    try:
+        return hf_hub_download(repo_id, file, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached: try the hub below, unless offline
+        if _offline():
+            reason = "HF_HUB_OFFLINE is set"
+        else:
+            try:
+                return hf_hub_download(repo_id, file)
+            except Exception as exc:  # noqa: BLE001 - unreachable, unknown repo, gated: one line
+                reason = type(exc).__name__
+    offline = ", ".join(n for n, p in VIDEO_PRESETS.items() if p.source == "tiny")
+    raise GenError(f"video model {repo_id!r}: {file} is not in the Hugging Face cache and cannot be downloaded "
+                   f"({reason}); download the model where the hub is reachable (`hf download {repo_id}`), "
+                   f"pass a local folder, or use an offline preset: {offline}")
+
+
+def _derived_preset(name: str, location: str, source: str, config_file) -> VideoPreset:
+    import dataclasses
+    import json
+
+    def read(file: str) -> dict:
+        path = config_file(file)
+        try:
+            return json.loads(open(path, encoding="utf-8").read())
+        except (OSError, TypeError):
+            raise GenError(f"video model {name!r} has no {file}; is it a diffusers pipeline folder?") from None
+        except json.JSONDecodeError:
+            raise GenError(f"video model {name!r}: {file} is not valid JSON") from None
+
+    class_name = read("model_index.json").get("_class_name", "")
+    if class_name not in VIDEO_PIPELINES:
+        raise GenError(f"model {name!r} is a {class_name or 'unknown pipeline'}; video supports "
+                       f"{' and '.join(VIDEO_PIPELINES)}")
+    vae, transformer = read("vae/config.json"), read("transformer/config.json")
+    if class_name == "WanPipeline":
+        spatial, temporal = vae.get("scale_factor_spatial", 8), vae.get("scale_factor_temporal", 4)
+        patch = tuple(transformer.get("patch_size", (1, 2, 2)))
+    else:
+        spatial, temporal = vae.get("spatial_compression_ratio", 8), vae.get("temporal_compression_ratio", 4)
+        size = transformer.get("patch_size", 2)
+        patch = (transformer.get("patch_size_t", 1), size, size)
+    return dataclasses.replace(VIDEO_PRESETS[VIDEO_PIPELINES[class_name]], name=name, repo_id=location,
+                               source=source, spatial_ratio=int(spatial), temporal_ratio=int(temporal),
+                               patch=tuple(int(p) for p in patch), description=f"{class_name} from {location}")
 
 
 def check_video_shape(preset: VideoPreset, frames: int, width: int, height: int) -> None:

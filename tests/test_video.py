@@ -9,7 +9,9 @@ from PIL import Image
 
 from gen.cli import main
 from gen.errors import GenError
+from gen.models import tiny_preset_path
 from gen.video_io import read_mp4_info
+from gen.video_models import video_layout, video_preset
 
 
 def _load(name):
@@ -201,3 +203,28 @@ def test_wan22_two_transformers_both_run_radial():
         hook.remove()
     assert set(seen) == {0, 1}  # both experts ran
     assert len(trace) == 4 * 3 and {kind for *_, kind in trace} == {"radial"}
+
+
+def test_a_local_diffusers_folder_runs_like_the_preset_it_holds(tmp_path, capsys):
+    folder = tiny_preset_path("tiny-wan")  # a saved WanPipeline folder, as a user's fine-tune would be
+    derived, preset = video_preset(str(folder)), video_preset("tiny-wan")
+    assert (derived.source, derived.flavour, derived.repo_id) == ("local", "wan", str(folder))
+    assert (derived.spatial_ratio, derived.temporal_ratio, derived.patch) == (8, 4, (1, 2, 2))
+    assert video_layout(derived, 17, 64, 48) == video_layout(preset, 17, 64, 48)
+    hunyuan = video_preset(str(tiny_preset_path("tiny-hunyuan")))
+    assert (hunyuan.flavour, hunyuan.patch, hunyuan.dense_layers) == ("hunyuan", (1, 2, 2), 0)
+    settings = ["--frames", "5", "--width", "64", "--height", "48", "--steps", "2", "--guidance", "5",
+                "--dense-layers", "1", "--dense-steps", "1", "--decay", "0.2", "--seed", "3", "--device", "cpu"]
+    assert main(["video", "waves", "--model", "tiny-wan", *settings, "--out", str(tmp_path / "a.mp4")]) == 0
+    assert main(["video", "waves", "--model", str(folder), *settings, "--out", str(tmp_path / "b.mp4")]) == 0
+    assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
+    assert json.loads((tmp_path / "b.json").read_text())["model"] == str(folder)
+
+
+def test_video_models_that_are_not_wan_or_hunyuan_or_not_here_are_refused(capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["video", "x", "--model", str(tiny_preset_path("tiny-sd")), "--frames", "5"]) == 2
+    assert "is a StableDiffusionPipeline; video supports WanPipeline and HunyuanVideoPipeline" in capsys.readouterr().err
+    assert main(["mask", "--model", "someone/wan-finetune"]) == 2
+    err = capsys.readouterr().err
+    assert "model_index.json is not in the Hugging Face cache" in err and "HF_HUB_OFFLINE is set" in err
