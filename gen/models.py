@@ -82,7 +82,7 @@ PRESETS: dict[str, ModelPreset] = {
 
 # Bump when a tiny config changes, so cached copies built from the old config are not reused.
 TINY_VERSION = 2
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass
@@ -107,9 +107,9 @@ def resolve_model(name: str) -> ModelPreset:
     if name in PRESETS:
         return PRESETS[name]
     path = Path(name).expanduser()
-    if path.exists() or name.startswith((".", "/", "~")) or os.sep in name and not _HUB_ID.match(name):
+    if path.exists() or name.startswith((".", "/", "~")) or os.sep in name and not HUB_ID.match(name):
         return _local_preset(path)
-    if _HUB_ID.match(name):
+    if HUB_ID.match(name):
         # Family and training size are read from the files once they are loaded.
         return ModelPreset(name, "unknown", "hub", name, 0, 30, 7.5)
     raise GenError(
@@ -244,7 +244,7 @@ def pipeline_from_pretrained(location: str, name: str, torch_dtype):
     except (OSError, ValueError) as cached_error:
         if is_local:
             raise ModelNotAvailable(f"cannot load model folder {location!r}: {_first_line(cached_error)}") from None
-    if _offline():
+    if hub_offline():
         raise ModelNotAvailable(_not_cached_message(name, location, "HF_HUB_OFFLINE is set")) from None
     try:
         return DiffusionPipeline.from_pretrained(location, dtype=torch_dtype)
@@ -259,7 +259,8 @@ def pipeline_from_pretrained(location: str, name: str, torch_dtype):
         raise ModelNotAvailable(_not_cached_message(name, location, "the hub could not be reached")) from None
 
 
-def _offline() -> bool:
+def hub_offline() -> bool:
+    """True when HF_HUB_OFFLINE forbids the hub: then nothing is downloaded."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 

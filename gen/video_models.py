@@ -72,12 +72,12 @@ def video_preset(name: str) -> VideoPreset:
         return VIDEO_PRESETS[name]
     from pathlib import Path
 
-    from gen.models import _HUB_ID
+    from gen.models import HUB_ID
 
     path = Path(name).expanduser()
     if path.is_dir():
         return _derived_preset(name, str(path), "local", lambda file: path / file)
-    if _HUB_ID.match(name) and not path.exists():
+    if HUB_ID.match(name) and not path.exists():
         return _derived_preset(name, name, "hub", lambda file: _hub_config(name, file))
     raise GenError(f"unknown video model {name!r}; video presets: {', '.join(VIDEO_PRESETS)}; or a local "
                    "diffusers folder or hub id of a WanPipeline or HunyuanVideoPipeline")
@@ -87,12 +87,12 @@ def _hub_config(repo_id: str, file: str):
     """A config file of a hub model: from the cache first; downloaded only if that is allowed."""
     from huggingface_hub import hf_hub_download
 
-    from gen.models import _offline
+    from gen.models import hub_offline
 
     try:
         return hf_hub_download(repo_id, file, local_files_only=True)
     except Exception:  # noqa: BLE001 - not cached: try the hub below, unless offline
-        if _offline():
+        if hub_offline():
             reason = "HF_HUB_OFFLINE is set"
         else:
             try:
@@ -108,12 +108,12 @@ def _hub_config(repo_id: str, file: str):
 def _derived_preset(name: str, location: str, source: str, config_file) -> VideoPreset:
     import dataclasses
     import json
+    from pathlib import Path
 
     def read(file: str) -> dict:
-        path = config_file(file)
         try:
-            return json.loads(open(path, encoding="utf-8").read())
-        except (OSError, TypeError):
+            return json.loads(Path(config_file(file)).read_text(encoding="utf-8"))
+        except OSError:
             raise GenError(f"video model {name!r} has no {file}; is it a diffusers pipeline folder?") from None
         except json.JSONDecodeError:
             raise GenError(f"video model {name!r}: {file} is not valid JSON") from None
