@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate a video. Radial attention makes attention cost O(n log n); the first "
         "--dense-layers blocks and --dense-steps steps run dense (warm-up).")
     video.add_argument("prompt")
-    video.add_argument("--model", default="tiny-wan", help="video preset (default: tiny-wan)")
+    video.add_argument("--model", default="tiny-wan",
+                       help="video preset, or a local folder / hub id of a Wan or HunyuanVideo pipeline (default: tiny-wan)")
     video.add_argument("--frames", type=int, help="pixel frames, 4k+1 for Wan (default: per model)")
     video.add_argument("--width", type=int, help="pixels, a multiple of 16 (default: per model)")
     video.add_argument("--height", type=int, help="pixels, a multiple of 16 (default: per model)")
@@ -154,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         "mask", help="show the radial attention mask of a video layout (needs no weights)",
         description="Print the token layout, kept-block density and attention FLOPs saved by radial "
         "attention for a video model, frame count and size; optionally draw the mask.")
-    mask.add_argument("--model", default="wan2.1-1.3b", help="video preset (default: wan2.1-1.3b)")
+    mask.add_argument("--model", default="wan2.1-1.3b",
+                      help="video preset, or a local folder / hub id of a Wan or HunyuanVideo pipeline (default: wan2.1-1.3b)")
     mask.add_argument("--frames", type=int, help="pixel frames (default: per model)")
     mask.add_argument("--width", type=int, help="pixels (default: per model)")
     mask.add_argument("--height", type=int, help="pixels (default: per model)")

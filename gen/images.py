@@ -120,8 +120,8 @@ def mask_from_strokes(layers: list[np.ndarray], size: tuple[int, int]) -> Image.
     The result is scaled to `size` (width, height), the content image's size, since an editor
     canvas may differ from it. None when nothing was painted.
     """
-    painted = [np.asarray(layer)[..., 3] for layer in layers if layer is not None and np.asarray(layer).ndim == 3
-               and np.asarray(layer).shape[-1] == 4]
+    arrays = [np.asarray(layer) for layer in layers if layer is not None]
+    painted = [array[..., 3] for array in arrays if array.ndim == 3 and array.shape[-1] == 4]
     if not painted or not any(alpha.any() for alpha in painted):
         return None
     shape = painted[0].shape

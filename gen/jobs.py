@@ -193,7 +193,7 @@ def _plan_video(args) -> JobPlan:
         raise GenError(f"frame folder {str(frames_dir)!r} already exists; pass --overwrite to replace it")
     outputs = [out, sidecar_path(out)]
     return JobPlan("video", args, outputs, {"frames": frames, "width": width, "height": height, "seed": seed,
-                                            "loras": loras, "frames_dir": frames_dir, "random": preset.source in ("tiny", "arch")})
+                                            "loras": loras, "frames_dir": frames_dir, "random": preset.is_random})
 
 
 def _run_video(plan: JobPlan, pipe, progress: Progress | None) -> list[dict]:

@@ -56,6 +56,7 @@ def gamma_to_strength(gamma: float) -> float:
         return 0.5 * (1.0 - gamma) / (1.0 - DEFAULT_GAMMA)
     return min(1.0, 0.5 + 0.5 * (DEFAULT_GAMMA - gamma) / (DEFAULT_GAMMA - STRONG_GAMMA))
 
+
 def channel_stats(latent: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and standard deviation over H×W of a (…, C, H, W) latent."""
     flat = latent.flatten(-2).double()

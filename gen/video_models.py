@@ -6,7 +6,9 @@ tokens, derived from the pixel frame count and size by each model's VAE and patc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from gen.attention.radial import VideoLayout
 from gen.errors import GenError
@@ -31,6 +33,11 @@ class VideoPreset:
     patch: tuple[int, int, int] = (1, 2, 2)  # (frames, height, width)
     text_tokens: int = 0  # appended to the video tokens inside attention (HunyuanVideo)
     description: str = ""
+
+    @property
+    def is_random(self) -> bool:
+        """Random weights (tiny and architecture presets): pictures are noise by design."""
+        return self.source in ("tiny", "arch")
 
     @property
     def size_multiple(self) -> int:
@@ -70,8 +77,6 @@ def video_preset(name: str) -> VideoPreset:
     """
     if name in VIDEO_PRESETS:
         return VIDEO_PRESETS[name]
-    from pathlib import Path
-
     from gen.models import HUB_ID
 
     path = Path(name).expanduser()
@@ -106,10 +111,6 @@ def _hub_config(repo_id: str, file: str):
 
 
 def _derived_preset(name: str, location: str, source: str, config_file) -> VideoPreset:
-    import dataclasses
-    import json
-    from pathlib import Path
-
     def read(file: str) -> dict:
         try:
             return json.loads(Path(config_file(file)).read_text(encoding="utf-8"))
@@ -125,14 +126,14 @@ def _derived_preset(name: str, location: str, source: str, config_file) -> Video
     vae, transformer = read("vae/config.json"), read("transformer/config.json")
     if class_name == "WanPipeline":
         spatial, temporal = vae.get("scale_factor_spatial", 8), vae.get("scale_factor_temporal", 4)
-        patch = tuple(transformer.get("patch_size", (1, 2, 2)))
+        patch = transformer.get("patch_size", (1, 2, 2))
     else:
         spatial, temporal = vae.get("spatial_compression_ratio", 8), vae.get("temporal_compression_ratio", 4)
         size = transformer.get("patch_size", 2)
         patch = (transformer.get("patch_size_t", 1), size, size)
-    return dataclasses.replace(VIDEO_PRESETS[VIDEO_PIPELINES[class_name]], name=name, repo_id=location,
-                               source=source, spatial_ratio=int(spatial), temporal_ratio=int(temporal),
-                               patch=tuple(int(p) for p in patch), description=f"{class_name} from {location}")
+    return replace(VIDEO_PRESETS[VIDEO_PIPELINES[class_name]], name=name, repo_id=location, source=source,
+                   spatial_ratio=int(spatial), temporal_ratio=int(temporal), patch=tuple(int(p) for p in patch),
+                   description=f"{class_name} from {location}")
 
 
 def check_video_shape(preset: VideoPreset, frames: int, width: int, height: int) -> None:

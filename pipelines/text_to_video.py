@@ -133,7 +133,7 @@ class TextToVideoPipeline:
             "dense_final_steps": dense_final_steps, "decay": state.decay, "mask_granularity": granularity,
             "latent_frames": layout.frames, "tokens_per_frame": layout.tokens_per_frame,
             "loras": [[name, scale] for name, scale in self.loras],
-            "model": p.name, "random_weights": p.source in ("tiny", "arch"), "device": self.device.type,
+            "model": p.name, "random_weights": p.is_random, "device": self.device.type,
             "dtype": dtype_name(self.dtype), "gen_version": gen.__version__,
         }
         stats = {"radial_calls": state.radial_calls, "dense_calls": state.dense_calls}
