@@ -37,6 +37,15 @@ def parse_job_arguments(argv: list[str]) -> argparse.Namespace:
         _Parser.raise_errors = False
 
 
+def _add_video_layout_arguments(parser: argparse.ArgumentParser, default_model: str) -> None:
+    """--model, --frames, --width, --height: what fixes a video's token layout."""
+    parser.add_argument("--model", default=default_model, help="video preset, or a local folder / hub id of a "
+                        f"Wan or HunyuanVideo pipeline (default: {default_model})")
+    parser.add_argument("--frames", type=int, help="pixel frames, 4k+1 for Wan (default: per model)")
+    parser.add_argument("--width", type=int, help="pixels, a multiple of 16 (default: per model)")
+    parser.add_argument("--height", type=int, help="pixels, a multiple of 16 (default: per model)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gen.attention.entropy import ENTROPY_MODES
     from gen.attention.kernels import BACKENDS
@@ -112,11 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate a video. Radial attention makes attention cost O(n log n); the first "
         "--dense-layers blocks and --dense-steps steps run dense (warm-up).")
     video.add_argument("prompt")
-    video.add_argument("--model", default="tiny-wan",
-                       help="video preset, or a local folder / hub id of a Wan or HunyuanVideo pipeline (default: tiny-wan)")
-    video.add_argument("--frames", type=int, help="pixel frames, 4k+1 for Wan (default: per model)")
-    video.add_argument("--width", type=int, help="pixels, a multiple of 16 (default: per model)")
-    video.add_argument("--height", type=int, help="pixels, a multiple of 16 (default: per model)")
+    _add_video_layout_arguments(video, default_model="tiny-wan")
     video.add_argument("--steps", type=int, help="denoising steps (default: per model)")
     video.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: per model)")
     video.add_argument("--negative", default="", help="negative prompt")
@@ -155,11 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         "mask", help="show the radial attention mask of a video layout (needs no weights)",
         description="Print the token layout, kept-block density and attention FLOPs saved by radial "
         "attention for a video model, frame count and size; optionally draw the mask.")
-    mask.add_argument("--model", default="wan2.1-1.3b",
-                      help="video preset, or a local folder / hub id of a Wan or HunyuanVideo pipeline (default: wan2.1-1.3b)")
-    mask.add_argument("--frames", type=int, help="pixel frames (default: per model)")
-    mask.add_argument("--width", type=int, help="pixels (default: per model)")
-    mask.add_argument("--height", type=int, help="pixels (default: per model)")
+    _add_video_layout_arguments(mask, default_model="wan2.1-1.3b")
     mask.add_argument("--decay", type=float, help="band decay (default: per model)")
     mask.add_argument("--mask-granularity", choices=["block", "token"], default="block",
                       help="block: the reference's 128-block coarsening; token: the exact mask")
@@ -295,9 +296,7 @@ def cmd_mask(args: argparse.Namespace) -> int:
     from gen.video_models import video_layout, video_preset
 
     preset = video_preset(args.model)
-    frames = args.frames if args.frames is not None else preset.frames
-    width = args.width if args.width is not None else preset.width
-    height = args.height if args.height is not None else preset.height
+    frames, width, height = preset.shape(args.frames, args.width, args.height)
     decay = preset.decay if args.decay is None else args.decay
     check_radial_settings(decay=decay, flags=True)
     layout = video_layout(preset, frames, width, height, decay)

@@ -169,9 +169,7 @@ def _plan_video(args) -> JobPlan:
     from gen.video_models import check_lora_file, check_video_shape, video_preset
 
     preset = video_preset(args.model)
-    frames = args.frames if args.frames is not None else preset.frames
-    width = args.width if args.width is not None else preset.width
-    height = args.height if args.height is not None else preset.height
+    frames, width, height = preset.shape(args.frames, args.width, args.height)
     check_video_shape(preset, frames, width, height)
     if args.steps is not None:
         check_steps(args.steps)

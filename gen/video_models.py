@@ -43,6 +43,11 @@ class VideoPreset:
     def size_multiple(self) -> int:
         return self.spatial_ratio * self.patch[1]
 
+    def shape(self, frames: int | None, width: int | None, height: int | None) -> tuple[int, int, int]:
+        """(frames, width, height) with the model's defaults where not given."""
+        return (self.frames if frames is None else frames, self.width if width is None else width,
+                self.height if height is None else height)
+
 
 VIDEO_PRESETS: dict[str, VideoPreset] = {
     p.name: p
