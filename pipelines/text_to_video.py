@@ -98,9 +98,7 @@ class TextToVideoPipeline:
         trace: list | None = None,
     ) -> TextToVideoOutput:
         p = self.preset
-        frames = p.frames if frames is None else frames
-        width = p.width if width is None else width
-        height = p.height if height is None else height
+        frames, width, height = p.shape(frames, width, height)
         steps = p.steps if num_inference_steps is None else num_inference_steps
         guidance = p.guidance if guidance_scale is None else guidance_scale
         state = RadialState(
