@@ -102,7 +102,8 @@ def _flag(argv: list[str], name: str, value: Any) -> None:
 
 def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "tiny-sd",
               video_model: str = "tiny-wan") -> gr.Blocks:
-    from gen.models import PRESETS, SD_PIPELINES, SDXL_PIPELINES, cached_pipelines
+    from gen.loading import cached_pipelines
+    from gen.models import PRESETS, SD_PIPELINES, SDXL_PIPELINES
     from gen.video_models import VIDEO_PIPELINES, VIDEO_PRESETS
 
     cached = cached_pipelines()  # models already downloaded, beyond the presets

@@ -28,7 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import alternate, machine_description, median_ratio  # noqa: E402
 
 from gen.attention import UNetAttnProcessor, entropy_scaling, install_processors  # noqa: E402
-from gen.models import PRESETS, build_arch_unet, choose_dtype  # noqa: E402
+from gen.loading import choose_dtype  # noqa: E402
+from gen.models import PRESETS  # noqa: E402
+from gen.tiny_models import build_arch_unet  # noqa: E402
 
 
 def unet_step(unet, latent_hw, device, dtype):

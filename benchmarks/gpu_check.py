@@ -77,7 +77,7 @@ class Profile:
 
     @property
     def dtype_name(self) -> str:
-        from gen.models import dtype_name
+        from gen.loading import dtype_name
 
         return dtype_name(self.dtype)
 
@@ -129,7 +129,8 @@ def check_tiny_pipelines(device: torch.device) -> bool:
 
 
 def _unet(profile: Profile, device: torch.device):
-    from gen.models import build_arch_unet, load_pipeline
+    from gen.models import load_pipeline
+    from gen.tiny_models import build_arch_unet
 
     if profile.unet.startswith("arch-"):
         return build_arch_unet(profile.unet, device=device, dtype=profile.dtype).eval()
@@ -294,7 +295,8 @@ def check_radial(profile: Profile, device: torch.device) -> bool:
 
 
 def _video_step_inputs(profile: Profile, device: torch.device, dtype: torch.dtype):
-    from gen.video_models import build_arch_wan_transformer, load_video_pipeline
+    from gen.tiny_models import build_arch_wan_transformer
+    from gen.video_models import load_video_pipeline
 
     g = torch.Generator().manual_seed(0)
     if profile.video_bf16:

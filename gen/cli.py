@@ -49,7 +49,8 @@ def _add_video_layout_arguments(parser: argparse.ArgumentParser, default_model: 
 def build_parser() -> argparse.ArgumentParser:
     from gen.attention.entropy import ENTROPY_MODES
     from gen.attention.kernels import BACKENDS
-    from gen.models import DTYPES, PRESETS
+    from gen.loading import DTYPES
+    from gen.models import PRESETS
 
     parser = _Parser(prog="gen", description="Training-free attention methods for diffusers models.")
     parser.add_argument("--version", action="version", version=f"gen {gen.__version__}")

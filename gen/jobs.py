@@ -220,7 +220,7 @@ def _run_video(plan: JobPlan, pipe, progress: Progress | None) -> list[dict]:
 
 def _check_backend(args) -> None:
     from gen.attention.kernels import resolve_backend
-    from gen.models import choose_device
+    from gen.loading import choose_device
 
     resolve_backend(args.attention_backend, choose_device(args.device))  # before a long model load
 

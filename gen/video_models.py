@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gen.attention.radial import VideoLayout
 from gen.errors import GenError
+from gen.loading import HUB_ID, hub_offline
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,6 @@ def video_preset(name: str) -> VideoPreset:
     """
     if name in VIDEO_PRESETS:
         return VIDEO_PRESETS[name]
-    from gen.models import HUB_ID
-
     path = Path(name).expanduser()
     if path.is_dir():
         return _derived_preset(name, str(path), "local", lambda file: path / file)
@@ -93,11 +92,14 @@ def video_preset(name: str) -> VideoPreset:
                    "diffusers folder or hub id of a WanPipeline or HunyuanVideoPipeline")
 
 
+def offline_video_presets() -> str:
+    """The video presets that need no download, for messages."""
+    return ", ".join(n for n, p in VIDEO_PRESETS.items() if p.source == "tiny")
+
+
 def _hub_config(repo_id: str, file: str):
     """A config file of a hub model: from the cache first; downloaded only if that is allowed."""
     from huggingface_hub import hf_hub_download
-
-    from gen.models import hub_offline
 
     try:
         return hf_hub_download(repo_id, file, local_files_only=True)
@@ -109,10 +111,9 @@ def _hub_config(repo_id: str, file: str):
                 return hf_hub_download(repo_id, file)
             except Exception as exc:  # noqa: BLE001 - unreachable, unknown repo, gated: one line
                 reason = type(exc).__name__
-    offline = ", ".join(n for n, p in VIDEO_PRESETS.items() if p.source == "tiny")
     raise GenError(f"video model {repo_id!r}: {file} is not in the Hugging Face cache and cannot be downloaded "
                    f"({reason}); download the model where the hub is reachable (`hf download {repo_id}`), "
-                   f"pass a local folder, or use an offline preset: {offline}")
+                   f"pass a local folder, or use an offline preset: {offline_video_presets()}")
 
 
 def _derived_preset(name: str, location: str, source: str, config_file) -> VideoPreset:
@@ -186,53 +187,10 @@ def video_layout(preset: VideoPreset, frames: int, width: int, height: int, deca
 # ----------------------------------------------------------------------------- building and loading
 
 
-def build_tiny_wan():
-    """A Wan2.1-shaped pipeline with seeded random weights and a locally built tokenizer."""
-    import torch
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    from gen.models import build_tokenizer
-
-    torch.manual_seed(0)
-    tokenizer = build_tokenizer(model_max_length=512)
-    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64,
-                                               num_layers=2, num_heads=4, relative_attention_num_buckets=8,
-                                               pad_token_id=1, eos_token_id=1, decoder_start_token_id=0))
-    vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                           temperal_downsample=[False, True, True],
-                           latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
-        text_dim=32, freq_dim=32, ffn_dim=64, num_layers=3, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=64,
-    )
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
-    return WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
-                       transformer=transformer)
-
-
-
-
-def build_arch_wan_transformer(device="cpu", dtype=None):
-    """Wan2.1-T2V-1.3B's transformer configuration with seeded random weights."""
-    import torch
-    from diffusers import WanTransformer3DModel
-
-    from gen.models import _default_dtype
-
-    torch.manual_seed(0)
-    with torch.device(device), _default_dtype(dtype):
-        return WanTransformer3DModel(
-            patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
-            out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
-        )
-
-
 def load_video_pipeline(name: str, device: str | None = None, dtype: str | None = None):
     """(diffusers pipeline, preset, device, dtype) for a video preset; bf16 on GPU by default."""
-    from gen.models import choose_device, choose_dtype, pipeline_from_pretrained, tiny_preset_path
+    from gen.loading import choose_device, choose_dtype, pipeline_from_pretrained
+    from gen.tiny_models import tiny_preset_path
 
     preset = video_preset(name)
     if preset.source == "arch":
@@ -241,45 +199,8 @@ def load_video_pipeline(name: str, device: str | None = None, dtype: str | None 
     dev = choose_device(device)
     torch_dtype = choose_dtype(dev, dtype or (None if dev.type == "cpu" else "bf16"))
     location = str(tiny_preset_path(name)) if preset.source == "tiny" else preset.repo_id
-    pipe = pipeline_from_pretrained(location, name, torch_dtype).to(dev)
+    pipe = pipeline_from_pretrained(location, name, torch_dtype, offline_video_presets()).to(dev)
     pipe.set_progress_bar_config(leave=False)
     return pipe, preset, dev, torch_dtype
 
 
-def build_tiny_hunyuan():
-    """A HunyuanVideo-shaped pipeline: LLaMA + CLIP text encoders, joint video/text attention."""
-    import torch
-    from diffusers import (AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline,
-                           HunyuanVideoTransformer3DModel)
-    from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
-
-    from gen.models import build_tokenizer
-
-    torch.manual_seed(0)
-    tokenizer = build_tokenizer(model_max_length=1024)
-    text_encoder = LlamaModel(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
-                                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                                          max_position_embeddings=2048, bos_token_id=0, eos_token_id=1,
-                                          pad_token_id=1))
-    tokenizer_2 = build_tokenizer()
-    text_encoder_2 = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer_2), hidden_size=8, intermediate_size=16,
-                                                  num_hidden_layers=1, num_attention_heads=2, projection_dim=8,
-                                                  max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
-                                                  pad_token_id=1))
-    vae = AutoencoderKLHunyuanVideo(
-        in_channels=3, out_channels=3, latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 4,
-        up_block_types=("HunyuanVideoUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
-        act_fn="silu", norm_num_groups=4, scaling_factor=0.476986, spatial_compression_ratio=8,
-        temporal_compression_ratio=4, mid_block_add_attention=True,
-    )
-    transformer = HunyuanVideoTransformer3DModel(
-        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=1,
-        num_single_layers=2, num_refiner_layers=1, patch_size=2, patch_size_t=1, text_embed_dim=16,
-        pooled_projection_dim=8, rope_axes_dim=(4, 6, 6),
-    )
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
-    return HunyuanVideoPipeline(text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, vae=vae,
-                                scheduler=scheduler, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
-
-
-TINY_VIDEO_BUILDERS = {"tiny-wan": build_tiny_wan, "tiny-hunyuan": build_tiny_hunyuan}

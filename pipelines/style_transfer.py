@@ -39,7 +39,8 @@ from gen.errors import GenError
 from gen.images import composite, cover_resize, fit_size, image_digest, load_image, load_mask, preserve_color
 from gen.inversion import (InversionCache, Trajectory, ddim_invert, ddim_schedule, ddim_step,
                            default_inversion_cache, inversion_key)
-from gen.models import LoadedModel, dtype_name, load_pipeline
+from gen.loading import dtype_name
+from gen.models import LoadedModel, load_pipeline
 from gen.style import (DEFAULT_GAMMA, DEFAULT_TEMPERATURE, InjectionState, StyleInjectionProcessor, adain,
                        blended_stats, default_injection_layers, feature_shape, normalise_weights,
                        strength_to_gamma)

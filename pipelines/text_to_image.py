@@ -25,7 +25,8 @@ import gen
 from gen.attention import dense_backend, entropy_scaling, entropy_scaling_active, resolve_backend
 from gen.attention.entropy import ENTROPY_MODES
 from gen.errors import GenError
-from gen.models import LoadedModel, dtype_name, load_pipeline
+from gen.loading import dtype_name
+from gen.models import LoadedModel, load_pipeline
 from gen.validation import check_guidance, check_seed, check_size, check_steps
 
 StepCallback = Callable[[int, int], None]  # (step index, total steps)

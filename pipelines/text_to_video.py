@@ -26,7 +26,7 @@ import gen
 from gen.attention.radial import GRANULARITIES
 from gen.attention.video import RadialState, install_radial
 from gen.errors import GenError
-from gen.models import dtype_name
+from gen.loading import dtype_name
 from gen.validation import check_guidance, check_radial_settings, check_seed, check_steps
 from gen.video_models import check_video_shape, load_video_pipeline, video_layout
 

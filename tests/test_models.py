@@ -8,8 +8,9 @@ import torch
 from safetensors.torch import load_file
 
 from gen.errors import GenError, ModelNotAvailable
-from gen.models import (PRESETS, build_arch_unet, choose_device, choose_dtype, load_pipeline, resolve_model,
-                        tiny_preset_path)
+from gen.loading import choose_device, choose_dtype
+from gen.models import PRESETS, load_pipeline, resolve_model
+from gen.tiny_models import build_arch_unet, tiny_preset_path
 
 
 def test_tiny_preset_is_saved_once_and_loaded_through_from_pretrained(tiny_sd):
@@ -25,7 +26,7 @@ def test_tiny_preset_is_saved_once_and_loaded_through_from_pretrained(tiny_sd):
 
 
 def test_tiny_presets_are_deterministic(tmp_path):
-    from gen.models import build_tiny_sd
+    from gen.tiny_models import build_tiny_sd
 
     a, b = build_tiny_sd().unet.state_dict(), build_tiny_sd().unet.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -89,7 +90,7 @@ def test_architecture_preset_has_the_real_sd15_unet_shape():
 
 
 def test_cached_pipelines_are_listed_from_the_hub_cache_folder(tmp_path, monkeypatch):
-    from gen import models
+    from gen import loading
 
     hub = tmp_path / "hub"
     for repo, cls in (("models--someone--my-sd", "StableDiffusionPipeline"),
@@ -98,6 +99,6 @@ def test_cached_pipelines_are_listed_from_the_hub_cache_folder(tmp_path, monkeyp
         snapshot.mkdir(parents=True)
         (snapshot / "model_index.json").write_text(json.dumps({"_class_name": cls}))
     (hub / "models--broken--repo" / "snapshots" / "x").mkdir(parents=True)  # no index: not listed
-    monkeypatch.setattr(models, "_hub_cache_dir", lambda: str(hub))
-    assert models.cached_pipelines() == {"someone/my-sd": "StableDiffusionPipeline",
+    monkeypatch.setattr(loading, "hub_cache_dir", lambda: str(hub))
+    assert loading.cached_pipelines() == {"someone/my-sd": "StableDiffusionPipeline",
                                          "Wan-AI/Wan2.1-T2V-1.3B-Diffusers": "WanPipeline"}

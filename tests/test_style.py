@@ -11,7 +11,7 @@ from PIL import Image
 from gen.attention import install_processors
 from gen.errors import GenError
 from gen.inversion import InversionCache, Trajectory, ddim_invert, ddim_schedule, ddim_step
-from gen.models import build_arch_unet
+from gen.tiny_models import build_arch_unet
 from gen.style import (InjectionState, StyleInjectionProcessor, adain, channel_stats, default_injection_layers,
                        gamma_to_strength, strength_to_gamma)
 from pipelines import StyleTransferPipeline
@@ -161,7 +161,7 @@ def test_injected_layer_matches_float64_reference(tiny_sd, mode):
     rows = torch.randn(3, 4, 8, 8, generator=g, dtype=torch.float64)  # content, style, current
     context = torch.zeros(1, 77, 32, dtype=torch.float64)
     seen = {}
-    hook = attn.register_forward_hook(lambda m, a, o: seen.update(h=a[0], out=o))
+    attn.register_forward_hook(lambda m, a, o: seen.update(h=a[0], out=o))
     with torch.no_grad(), install_processors(unet, factory=lambda n, m: StyleInjectionProcessor(n, state),
                                              layers={layer: attn}):
         state.step = 3

@@ -9,7 +9,7 @@ from PIL import Image
 
 from gen.cli import main
 from gen.errors import GenError
-from gen.models import tiny_preset_path
+from gen.tiny_models import tiny_preset_path
 from gen.video_io import read_mp4_info
 from gen.video_models import video_layout, video_preset
 
