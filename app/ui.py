@@ -1,14 +1,15 @@
 """The Gradio front end: image, style and video tabs, PNG info, a session gallery.
 
-Thin by design: every request becomes the same argument list the command line takes and
-goes through `gen.jobs` (all checks, then the pipeline), so the UI holds no method logic
-and accepts exactly what `gen image|style|video` accept. Pipelines stay loaded between
+Thin by design: every request becomes a typed job (gen.jobs) built from the widgets' values
+and goes through the same checks and pipelines as `gen image|style|video`, so the UI holds no
+method logic and accepts exactly what they accept; its errors name the widgets' labels. Pipelines stay loaded between
 requests (one per model); one job runs at a time, the queue has a maximum size, and a
 Stop button cancels between denoising steps.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 import threading
@@ -18,7 +19,7 @@ from typing import Any
 
 import gradio as gr
 
-from gen.errors import GenError
+from gen.errors import GenError, user_message
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 QUEUE_SIZE = 8
@@ -31,11 +32,27 @@ class Cancelled(Exception):
     pass
 
 
+def one_line_errors(handler):
+    """Any failure of a UI handler is shown as gen's one-line message (fields named by their labels),
+    never as Gradio's generic "error" or a traceback."""
+
+    @functools.wraps(handler)
+    def wrapped(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one short line on the page
+            raise gr.Error(user_message(exc, label_of), print_exception=False) from None
+
+    return wrapped
+
+
 class Studio:
     """State shared by all requests: loaded pipelines, the cancel flag, where outputs go."""
 
     def __init__(self, out_dir: str | Path = "outputs/app", device: str | None = None):
-        from gen.render import PipelineCache
+        from gen.jobs import PipelineCache
 
         self.out_dir = Path(out_dir)
         self.device = device
@@ -56,53 +73,56 @@ class Studio:
         mask.save(path, format="PNG")
         return str(path)
 
-    def run(self, argv: list[str], progress: gr.Progress) -> list[dict]:
-        """Check and run one job given as command-line arguments; records of the written files."""
-        from gen.cli import parse_job_arguments
-        from gen.jobs import plan_job, run_job
+    def run(self, kind: str, values: dict[str, Any], progress: gr.Progress) -> list[dict]:
+        """Build, check and run one job from the widgets' values; records of the written files."""
+        from gen.jobs import JOB_TYPES, execute, plan_job
 
         stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 10**6:06d}"
-        suffix = ".mp4" if argv[0] == "video" else ".png"
-        argv = argv + ["--out", str(self.out_dir / f"{argv[0]}-{stamp}{suffix}")]
-        if self.device:
-            argv += ["--device", self.device]
+        job = JOB_TYPES[kind].from_dict(values, text=True)
+        job = job.replace(out=str(self.out_dir / f"{kind}-{stamp}{job.extension}"), device=self.device)
+        plan = plan_job(job)
+        self.cancel.clear()
+
+        def on_step(phase: str, step: int, total: int) -> None:
+            if self.cancel.is_set():
+                raise Cancelled()
+            progress((step, total), desc=phase)
+
         try:
-            plan = plan_job(parse_job_arguments(argv))
-            self.cancel.clear()
-
-            def on_step(phase: str, step: int, total: int) -> None:
-                if self.cancel.is_set():
-                    raise Cancelled()
-                progress((step, total), desc=phase)
-
             with self.lock:
                 pipe = self.pipelines[plan.kind].get(plan)
-                return run_job(plan, pipe, on_step)
-        except GenError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+                return execute(plan, pipe, on_step)
         except Cancelled:
             raise gr.Error("cancelled; nothing was written for the unfinished output", print_exception=False) from None
-        except Exception as exc:  # noqa: BLE001 - the page shows a short message, never a traceback
-            raise gr.Error(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
-                           print_exception=False) from None
 
 
-def _flag(argv: list[str], name: str, value: Any) -> None:
-    """Append `name value` as the command line would get it; blank fields are left to the model's default."""
-    if isinstance(value, str):
-        value = value.strip()
-    if value is None or value == "":
-        return
-    if isinstance(value, bool):
-        if value:
-            argv.append(name)
-        return
-    argv += [name, str(int(value) if isinstance(value, float) and value.is_integer() else value)]
+# The widgets' labels, by job field: the UI's names in its error messages and on the page.
+LABELS = {
+    "prompt": "Prompt", "negative": "Negative prompt", "model": "Model", "width": "Width", "height": "Height",
+    "steps": "Steps", "guidance": "Guidance", "seed": "Seed", "entropy_scaling": "Entropy scaling",
+    "batch": "Batch count", "content": "Content", "style": "Style image(s)", "strength": "Style strength",
+    "temperature": "Temperature T", "size": "Size", "preserve_color": "Preserve colour", "mask": "Mask",
+    "frames": "Frames", "attention": "Attention", "dense_layers": "Dense layers", "dense_steps": "Dense steps",
+    "decay": "Decay", "mask_granularity": "Mask granularity",
+}
+
+
+def label_of(field: str) -> str:
+    return LABELS.get(field, field.replace("_", " ").capitalize())
+
+
+def _label(field: str, hint: str = "") -> str:
+    """A widget's label: the field's name in the UI, with a hint in brackets."""
+    return f"{label_of(field)} ({hint})" if hint else label_of(field)
 
 
 def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "tiny-sd",
               video_model: str = "tiny-wan") -> gr.Blocks:
+    from gen.attention.entropy import ENTROPY_MODES
+    from gen.attention.radial import GRANULARITIES
+    from gen.jobs import ImageJob, StyleJob, VideoJob
     from gen.loading import cached_pipelines
+    from pipelines.text_to_video import ATTENTION_MODES
     from gen.models import PRESETS, SD_PIPELINES, SDXL_PIPELINES
     from gen.video_models import VIDEO_PIPELINES, VIDEO_PRESETS
 
@@ -113,15 +133,15 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
     video_models = [n for n, p in VIDEO_PRESETS.items() if p.source != "arch"] + sorted(
         r for r, c in cached.items() if c in VIDEO_PIPELINES and r not in {p.repo_id for p in VIDEO_PRESETS.values()})
 
+    @one_line_errors
     def generate_image(prompt, negative, model, width, height, steps, guidance, seed, entropy, batch, gallery,
                        progress=gr.Progress()):
-        argv = ["image", prompt or "", "--model", model, "--entropy-scaling", entropy]
-        for name, value in (("--negative", negative), ("--width", width), ("--height", height), ("--steps", steps),
-                            ("--guidance", guidance), ("--seed", seed), ("--batch", batch)):
-            _flag(argv, name, value)
-        records = studio.run(argv, progress)
+        values = dict(prompt=prompt or "", negative=negative or "", model=model, width=width, height=height,
+                      steps=steps, guidance=guidance, seed=seed, entropy_scaling=entropy, batch=batch)
+        records = studio.run("image", values, progress)
         return [r["path"] for r in records], (gallery or []) + records, _params_json(records)
 
+    @one_line_errors
     def generate_style(content, styles, weights, model, strength, temperature, steps, size, preserve, mask,
                        painted, gallery, progress=gr.Progress()):
         if not content:
@@ -130,68 +150,55 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
         if not files:
             raise gr.Error("upload at least one style image")
         values = _weights(weights, len(files))
-        try:
-            painted_mask = studio.save_painted_mask(painted, content)
-        except GenError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+        painted_mask = studio.save_painted_mask(painted, content)
         if painted_mask and mask:
             raise gr.Error("a mask was both uploaded and painted; clear one of them")
-        argv = ["style", "--content", content, "--model", model]
-        for path, weight in zip(files, values):
-            argv += ["--style", f"{path}:{weight:g}"]
-        for name, value in (("--strength", strength), ("--temperature", temperature), ("--steps", steps),
-                            ("--size", size), ("--preserve-color", bool(preserve)), ("--mask", painted_mask or mask)):
-            _flag(argv, name, value)
-        records = studio.run(argv, progress)
+        job = dict(content=[content], style=[f"{path}:{weight:g}" for path, weight in zip(files, values)],
+                   model=model, strength=strength, temperature=temperature, steps=steps, size=size,
+                   preserve_color=bool(preserve), mask=painted_mask or mask)
+        records = studio.run("style", job, progress)
         return records[0]["path"], (gallery or []) + records, _params_json(records)
 
+    @one_line_errors
     def generate_video(prompt, model, frames, width, height, steps, attention, dense_layers, dense_steps, decay,
                        granularity, seed, gallery, progress=gr.Progress()):
-        argv = ["video", prompt or "", "--model", model, "--attention", attention,
-                "--mask-granularity", granularity]
-        for name, value in (("--frames", frames), ("--width", width), ("--height", height), ("--steps", steps),
-                            ("--dense-layers", dense_layers), ("--dense-steps", dense_steps), ("--decay", decay),
-                            ("--seed", seed)):
-            _flag(argv, name, value)
-        records = studio.run(argv, progress)
+        values = dict(prompt=prompt or "", model=model, attention=attention, mask_granularity=granularity,
+                      frames=frames, width=width, height=height, steps=steps, dense_layers=dense_layers,
+                      dense_steps=dense_steps, decay=decay, seed=seed)
+        records = studio.run("video", values, progress)
         return records[0]["path"], (gallery or []) + records, _params_json(records)
 
+    @one_line_errors
     def draw_mask(model, frames, width, height, decay, granularity):
         from gen.attention.radial import attention_flops_fraction, mask_picture
         from gen.video_models import video_layout, video_preset
 
         try:
             decay = float(decay) if str(decay or "").strip() else None
-            layout = video_layout(video_preset(model), int(frames), int(width), int(height), decay)
         except ValueError:
             raise gr.Error(f"decay must be a number, got {decay!r}", print_exception=False) from None
-        except GenError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+        layout = video_layout(video_preset(model), int(frames), int(width), int(height), decay)
         saved = 1 - attention_flops_fraction(layout, granularity)
         text = (f"{layout.frames} latent frames × {layout.tokens_per_frame} tokens = {layout.total_tokens} tokens; "
                 f"attention FLOPs saved: {100 * saved:.1f} %")
         return mask_picture(layout, granularity, target_px=384), text
 
+    @one_line_errors
     def png_info(path):
         from gen.metadata import read_png_metadata
 
         if not path:
             return "", "{}"
-        try:
-            text, params = read_png_metadata(path)
-        except GenError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+        text, params = read_png_metadata(path)
         return text or "(no parameters text)", json.dumps(params or {}, indent=2)
 
+    @one_line_errors
     def video_info(path):
         from gen.video_io import read_sidecar
 
         if not path:
             return "", "{}"
-        try:
-            params = read_sidecar(path)
-        except GenError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+        params = read_sidecar(path)
         return f"video: {params.get('prompt', '')}", json.dumps(params, indent=2)
 
     def show_gallery_item(items, event: gr.SelectData):
@@ -216,21 +223,21 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
             with gr.Tab("Image", id="image"):
                 with gr.Row():
                     with gr.Column():
-                        i_prompt = gr.Textbox(label="Prompt", lines=2)
-                        i_negative = gr.Textbox(label="Negative prompt")
-                        i_model = gr.Dropdown(image_models, value=image_model, label="Model", allow_custom_value=True)
+                        i_prompt = gr.Textbox(label=_label("prompt"), lines=2)
+                        i_negative = gr.Textbox(label=_label("negative"))
+                        i_model = gr.Dropdown(image_models, value=image_model, label=_label("model"), allow_custom_value=True)
                         with gr.Row():
-                            i_width = gr.Textbox(label="Width (blank: training size)")
-                            i_height = gr.Textbox(label="Height (blank: training size)")
+                            i_width = gr.Textbox(label=_label("width", "blank: training size"))
+                            i_height = gr.Textbox(label=_label("height", "blank: training size"))
                         i_aspect = gr.Radio(["1:1", "3:2", "16:9", "2.4:1"], label="Aspect preset (at 512 wide)")
-                        i_entropy = gr.Radio(["auto", "on", "off"], value="auto", label="Entropy scaling")
+                        i_entropy = gr.Radio(list(ENTROPY_MODES), value=ImageJob.entropy_scaling, label=_label("entropy_scaling"))
                         with gr.Accordion("Advanced", open=False):
-                            i_steps = gr.Textbox(label="Steps (blank: per model)")
-                            i_guidance = gr.Textbox(label="Guidance (blank: per model)")
+                            i_steps = gr.Textbox(label=_label("steps", "blank: per model"))
+                            i_guidance = gr.Textbox(label=_label("guidance", "blank: per model"))
                             with gr.Row():
-                                i_seed = gr.Number(value=7, label="Seed", precision=0)
+                                i_seed = gr.Number(value=7, label=_label("seed"), precision=0)
                                 i_random = gr.Button("Random seed", scale=0)
-                            i_batch = gr.Slider(1, 8, value=1, step=1, label="Batch count")
+                            i_batch = gr.Slider(1, 8, value=1, step=1, label=_label("batch"))
                         with gr.Row():
                             i_go = gr.Button("Generate", variant="primary")
                             i_stop = gr.Button("Stop")
@@ -240,16 +247,16 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
             with gr.Tab("Style", id="style"):
                 with gr.Row():
                     with gr.Column():
-                        s_content = gr.Image(type="filepath", label="Content")
-                        s_styles = gr.File(file_count="multiple", file_types=["image"], label="Style image(s)")
+                        s_content = gr.Image(type="filepath", label=_label("content"))
+                        s_styles = gr.File(file_count="multiple", file_types=["image"], label=_label("style"))
                         s_weights = gr.Textbox(label="Style weights (comma separated; blank: equal)")
-                        s_model = gr.Dropdown(image_models, value=style_model, label="Model", allow_custom_value=True)
-                        s_strength = gr.Slider(0, 1, value=0.5, step=0.05, label="Style strength (0.5 = γ 0.75)")
-                        s_preserve = gr.Checkbox(label="Preserve colour")
+                        s_model = gr.Dropdown(image_models, value=style_model, label=_label("model"), allow_custom_value=True)
+                        s_strength = gr.Slider(0, 1, value=0.5, step=0.05, label=_label("strength", "0.5 = γ 0.75"))
+                        s_preserve = gr.Checkbox(label=_label("preserve_color"))
                         with gr.Accordion("Advanced", open=False):
-                            s_temperature = gr.Number(value=1.5, label="Temperature T")
-                            s_steps = gr.Number(value=50, label="Steps", precision=0)
-                            s_size = gr.Textbox(label="Size (longer side; blank: training size)")
+                            s_temperature = gr.Number(value=StyleJob.temperature, label=_label("temperature"))
+                            s_steps = gr.Number(value=StyleJob.steps, label=_label("steps"), precision=0)
+                            s_size = gr.Textbox(label=_label("size", "longer side; blank: training size"))
                             s_painted = gr.ImageEditor(
                                 type="numpy", format="png", elem_id="style-mask-editor",
                                 label="Paint the mask (pick the brush): where the style applies",
@@ -268,20 +275,20 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
             with gr.Tab("Video", id="video"):
                 with gr.Row():
                     with gr.Column():
-                        v_prompt = gr.Textbox(label="Prompt", lines=2)
-                        v_model = gr.Dropdown(video_models, value=video_model, label="Model", allow_custom_value=True)
+                        v_prompt = gr.Textbox(label=_label("prompt"), lines=2)
+                        v_model = gr.Dropdown(video_models, value=video_model, label=_label("model"), allow_custom_value=True)
                         with gr.Row():
-                            v_frames = gr.Number(value=17, label="Frames (4k+1)", precision=0)
-                            v_width = gr.Number(value=64, label="Width", precision=0)
-                            v_height = gr.Number(value=64, label="Height", precision=0)
-                        v_attention = gr.Radio(["radial", "dense"], value="radial", label="Attention")
+                            v_frames = gr.Number(value=17, label=_label("frames", "4k+1"), precision=0)
+                            v_width = gr.Number(value=64, label=_label("width"), precision=0)
+                            v_height = gr.Number(value=64, label=_label("height"), precision=0)
+                        v_attention = gr.Radio(list(ATTENTION_MODES), value=VideoJob.attention, label=_label("attention"))
                         with gr.Accordion("Radial attention", open=False):
-                            v_dense_layers = gr.Textbox(label="Dense layers (blank: per model)")
-                            v_dense_steps = gr.Textbox(label="Dense steps (blank: per model)")
-                            v_decay = gr.Textbox(label="Decay (blank: per model)")
-                            v_granularity = gr.Radio(["block", "token"], value="block", label="Mask granularity")
-                        v_steps = gr.Number(value=4, label="Steps", precision=0)
-                        v_seed = gr.Number(value=1, label="Seed", precision=0)
+                            v_dense_layers = gr.Textbox(label=_label("dense_layers", "blank: per model"))
+                            v_dense_steps = gr.Textbox(label=_label("dense_steps", "blank: per model"))
+                            v_decay = gr.Textbox(label=_label("decay", "blank: per model"))
+                            v_granularity = gr.Radio(list(GRANULARITIES), value=VideoJob.mask_granularity, label=_label("mask_granularity"))
+                        v_steps = gr.Number(value=4, label=_label("steps"), precision=0)
+                        v_seed = gr.Number(value=1, label=_label("seed"), precision=0)
                         with gr.Row():
                             v_go = gr.Button("Generate video", variant="primary")
                             v_stop = gr.Button("Stop")
@@ -374,40 +381,40 @@ def _caption(params: dict) -> str:
 
 
 def _send_to_tab(params_json: str, targets: dict) -> dict:
-    """Fill the tab the parameters came from (image, style or video) and switch to it."""
-    from gen.style import gamma_to_strength
+    """Fill the tab the parameters came from (image, style or video) with the job they record, and switch to it."""
+    from gen.jobs import ImageJob, StyleJob, job_from_record
+    from gen.style import DEFAULT_GAMMA, gamma_to_strength
+    from gen.validation import parse_weighted_path
 
     try:
         params = json.loads(params_json or "{}")
     except json.JSONDecodeError:
         raise gr.Error("no gen parameters to send") from None
-    kind = params.get("kind") if isinstance(params, dict) else None
-    if kind not in ("image", "style", "video"):
-        raise gr.Error("these are not gen parameters (drop an image or sidecar made by gen first)")
-    text = lambda key: "" if params.get(key) is None else str(params[key])  # noqa: E731
-    if kind == "image":
-        values = dict(prompt=params.get("prompt", ""), negative=params.get("negative_prompt", ""),
-                      model=params.get("model"), width=text("width"), height=text("height"), steps=text("steps"),
-                      guidance=text("guidance"), seed=params.get("seed"),
-                      entropy=params.get("entropy_scaling", "auto"))
-    elif kind == "style":
-        strength = params.get("strength")
-        weights = params.get("style_weights") or []
-        values = dict(model=params.get("model"),
-                      strength=strength if strength is not None else round(gamma_to_strength(params["gamma"]), 4),
-                      temperature=params.get("temperature"), steps=params.get("steps"),
-                      size=str(max(params.get("width") or 0, params.get("height") or 0) or ""),
-                      preserve=bool(params.get("preserve_color")),
+    try:
+        job = job_from_record(params)
+    except GenError:
+        raise gr.Error("these are not gen parameters (drop an image or sidecar made by gen first)") from None
+    text = lambda value: "" if value is None else str(value)  # noqa: E731 - optional fields are text boxes
+    if isinstance(job, ImageJob):
+        values = dict(prompt=job.prompt, negative=job.negative, model=job.model, width=text(job.width),
+                      height=text(job.height), steps=text(job.steps), guidance=text(job.guidance), seed=job.seed,
+                      entropy=job.entropy_scaling)
+    elif isinstance(job, StyleJob):
+        strength = job.strength if job.strength is not None else round(
+            gamma_to_strength(DEFAULT_GAMMA if job.gamma is None else job.gamma), 4)
+        weights = [job.style_weight(spec) for spec in job.style]
+        values = dict(model=job.model, strength=strength, temperature=job.temperature, steps=job.steps,
+                      size=text(job.size), preserve=job.preserve_color,
                       weights=", ".join(f"{w:g}" for w in weights) if len(set(weights)) > 1 else "")
-        gr.Info(f"settings sent; upload the images again: content {', '.join(params.get('content_files', []))}, "
-                f"style {', '.join(params.get('style_files', []))}")
+        gr.Info(f"settings sent; upload the images again: content {', '.join(job.content)}, "
+                f"style {', '.join(parse_weighted_path(spec)[0] for spec in job.style)}")
     else:
-        values = dict(prompt=params.get("prompt", ""), model=params.get("model"), frames=params.get("frames"),
-                      width=params.get("width"), height=params.get("height"), steps=params.get("steps"),
-                      attention=params.get("attention", "radial"), dense_layers=text("dense_layers"),
-                      dense_steps=text("dense_steps"), decay=text("decay"),
-                      granularity=params.get("mask_granularity", "block"), seed=params.get("seed"))
-    return {targets["tab"]: gr.Tabs(selected=kind), **{targets[kind][name]: value for name, value in values.items()}}
+        values = dict(prompt=job.prompt, model=job.model, frames=job.frames, width=job.width, height=job.height,
+                      steps=job.steps, attention=job.attention, dense_layers=text(job.dense_layers),
+                      dense_steps=text(job.dense_steps), decay=text(job.decay), granularity=job.mask_granularity,
+                      seed=job.seed)
+    return {targets["tab"]: gr.Tabs(selected=job.kind),
+            **{targets[job.kind][name]: value for name, value in values.items()}}
 
 
 def launch(host: str = "127.0.0.1", port: int = 7860, share: bool = False, model: str | None = None,

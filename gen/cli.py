@@ -6,142 +6,169 @@ Errors the user can fix print one line and exit with status 2; nothing is writte
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 import gen
-from gen.errors import GenError
+from gen.errors import GenError, user_message
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage dump) and exit status 2, or, for job files, a GenError."""
-
-    raise_errors = False
+    """argparse with one-line errors (no usage dump) and exit status 2."""
 
     def error(self, message: str):
-        if self.raise_errors:
-            raise GenError(message)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def parse_job_arguments(argv: list[str]) -> argparse.Namespace:
-    """Parse one job's arguments exactly as the command line would, raising GenError instead of exiting."""
-    _Parser.raise_errors = True
-    try:
-        return build_parser().parse_args(argv)
-    finally:
-        _Parser.raise_errors = False
+POSITIONAL_FIELDS = ("prompt",)
+
+
+def flag_name(field: str) -> str:
+    """How the command line names a job field: `train_size` → `--train-size`, positional `prompt` as is."""
+    return field if field in POSITIONAL_FIELDS else "--" + field.replace("_", "-")
+
+
+def _default(job_type, field: str) -> str:
+    """A job field's default, for help texts (the job type is the one home of defaults)."""
+    return str(next(f.default for f in dataclasses.fields(job_type) if f.name == field))
+
+
+def _job_parser(commands, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A generation command: its flags' dests are job fields; unset flags are left out of the namespace,
+    so the job type's own defaults apply."""
+    parser = commands.add_parser(name, argument_default=argparse.SUPPRESS, **kwargs)
+    parser.set_defaults(func=cmd_generate)
+    return parser
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser, out_help: str, dtype_help: str) -> None:
+    """--out, --overwrite, --device, --dtype: where and how any job runs."""
+    from gen.loading import DTYPES
+
+    parser.add_argument("--out", help=out_help)
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: best available)")
+    parser.add_argument("--dtype", choices=DTYPES, help=dtype_help)
 
 
 def _add_video_layout_arguments(parser: argparse.ArgumentParser, default_model: str) -> None:
     """--model, --frames, --width, --height: what fixes a video's token layout."""
-    parser.add_argument("--model", default=default_model, help="video preset, or a local folder / hub id of a "
+    parser.add_argument("--model", help="video preset, or a local folder / hub id of a "
                         f"Wan or HunyuanVideo pipeline (default: {default_model})")
     parser.add_argument("--frames", type=int, help="pixel frames, 4k+1 for Wan (default: per model)")
     parser.add_argument("--width", type=int, help="pixels, a multiple of 16 (default: per model)")
     parser.add_argument("--height", type=int, help="pixels, a multiple of 16 (default: per model)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_image_command(commands) -> None:
     from gen.attention.entropy import ENTROPY_MODES
     from gen.attention.kernels import BACKENDS
-    from gen.loading import DTYPES
+    from gen.jobs import ImageJob
     from gen.models import PRESETS
 
-    parser = _Parser(prog="gen", description="Training-free attention methods for diffusers models.")
-    parser.add_argument("--version", action="version", version=f"gen {gen.__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    image = commands.add_parser(
-        "image",
-        help="text-to-image at any size (attention entropy scaling)",
+    image = _job_parser(
+        commands, "image", help="text-to-image at any size (attention entropy scaling)",
         description="Generate images from a prompt at any size. Entropy scaling keeps images clean far "
-        "from the model's training size.",
-    )
+        "from the model's training size. A prompt that starts with '-' goes after '--' "
+        "(gen image -- '-a prompt'); a flag's value that does, after '=' (--negative=-blurry).")
     image.add_argument("prompt")
-    image.add_argument("--model", default="tiny-sd",
-                       help=f"preset ({', '.join(PRESETS)}), hub id or local diffusers folder (default: tiny-sd)")
+    image.add_argument("--model", help=f"preset ({', '.join(PRESETS)}), hub id or local diffusers folder "
+                       f"(default: {_default(ImageJob, 'model')})")
     image.add_argument("--width", type=int, help="pixels, a multiple of 8 (default: the model's training size)")
     image.add_argument("--height", type=int, help="pixels, a multiple of 8 (default: the model's training size)")
     image.add_argument("--steps", type=int, help="denoising steps (default: per model)")
     image.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: per model)")
-    image.add_argument("--negative", default="", help="negative prompt")
+    image.add_argument("--negative", help="negative prompt")
     image.add_argument("--seed", type=int, help="seed of the first image (default: random, printed)")
-    image.add_argument("--batch", type=int, default=1, help="number of images, seeds seed..seed+N-1")
-    image.add_argument("--entropy-scaling", choices=ENTROPY_MODES, default="auto",
+    image.add_argument("--batch", type=int, help="number of images, seeds seed..seed+N-1 (default 1)")
+    image.add_argument("--entropy-scaling", choices=ENTROPY_MODES,
                        help="auto: on when the size differs from the training size (default)")
     image.add_argument("--train-size", type=int, help="override the model's training size in pixels")
-    image.add_argument("--out", help="output PNG; with --batch N, names get -SEED (default: outputs/TIME-SEED.png)")
-    image.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    image.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: best available)")
-    image.add_argument("--dtype", choices=DTYPES, help="default: fp16 on GPU, fp32 on CPU")
-    image.add_argument("--attention-backend", choices=BACKENDS, default="sdpa",
-                       help="dense attention kernel (xformers: CUDA only, if installed)")
-    image.set_defaults(func=cmd_generate)
+    image.add_argument("--attention-backend", choices=BACKENDS,
+                       help="dense attention kernel (xformers: CUDA only, if installed; default sdpa)")
+    _add_run_arguments(image, "output PNG; with --batch N, names get -SEED (default: outputs/TIME-SEED.png)",
+                       "default: fp16 on GPU, fp32 on CPU")
 
-    style = commands.add_parser(
-        "style",
-        help="repaint content images in the style of one or more pictures (StyleID)",
+
+def _add_style_command(commands) -> None:
+    from gen.attention.kernels import BACKENDS
+    from gen.jobs import StyleJob
+    from pipelines.style_transfer import MEMORY_MODES
+
+    style = _job_parser(
+        commands, "style", help="repaint content images in the style of one or more pictures (StyleID)",
         description="Style transfer by style injection. Output size: the content's aspect ratio with its "
         "longer side --size (multiples of 8); style images and further contents are scaled to cover that "
-        "size and centre-cropped. The process is deterministic (DDIM, eta 0).",
-    )
+        "size and centre-cropped. The process is deterministic (DDIM, eta 0).")
     style.add_argument("--content", action="append", required=True, metavar="IMAGE",
                        help="content image; repeat for several (stylised in one batch)")
     style.add_argument("--style", action="append", required=True, metavar="IMAGE[:WEIGHT]",
                        help="style image, optionally with a blend weight; repeat to blend styles")
-    style.add_argument("--model", default="tiny-sd", help="preset, hub id or local diffusers folder (default: tiny-sd)")
+    style.add_argument("--model", help=f"preset, hub id or local diffusers folder (default: {_default(StyleJob, 'model')})")
     strength = style.add_mutually_exclusive_group()
     strength.add_argument("--gamma", type=float, help="query preservation in [0, 1] (default 0.75; 0.3 = stronger style)")
     strength.add_argument("--strength", type=float, help="style strength in [0, 1], mapped onto gamma (0.5 = gamma 0.75)")
-    style.add_argument("--temperature", type=float, default=1.5, help="attention temperature T > 0 (default 1.5)")
-    style.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    style.add_argument("--temperature", type=float,
+                       help=f"attention temperature T > 0 (default {_default(StyleJob, 'temperature')})")
+    style.add_argument("--steps", type=int, help=f"DDIM steps (default {_default(StyleJob, 'steps')})")
     style.add_argument("--size", type=int, help="longer side of the output in pixels (default: training size)")
-    style.add_argument("--seed", type=int, default=0, help="recorded only: the method is deterministic")
+    style.add_argument("--seed", type=int, help="recorded only: the method is deterministic")
     style.add_argument("--preserve-color", action="store_true", help="keep the content's colours (lightness from the style)")
     style.add_argument("--mask", metavar="IMAGE", help="white where the style applies; same size as the content image")
     style.add_argument("--no-injection", action="store_true", help="no key/value injection (inversion + AdaIN only)")
     style.add_argument("--no-adain", action="store_true", help="start from the content's inverted latent as is")
     style.add_argument("--layers", nargs="+", metavar="NAME", help="injected self-attention layers (names or patterns)")
-    style.add_argument("--memory", choices=["auto", "cache", "recompute"], default="auto",
-                       help="cache: keep features (faster); recompute: keep only latents (less memory)")
+    style.add_argument("--memory", choices=MEMORY_MODES,
+                       help="cache: keep features (faster); recompute: keep only latents (less memory); default auto")
     style.add_argument("--no-cache", action="store_true", help="do not read or write the inversion cache")
-    style.add_argument("--out", help="output PNG; several contents add -NAME (default: outputs/TIME-style.png)")
-    style.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    style.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: best available)")
-    style.add_argument("--dtype", choices=DTYPES, help="default: fp16 on GPU, fp32 on CPU")
-    style.add_argument("--attention-backend", choices=BACKENDS, default="sdpa", help="dense attention kernel")
-    style.set_defaults(func=cmd_generate)
+    style.add_argument("--attention-backend", choices=BACKENDS, help="dense attention kernel (default sdpa)")
+    _add_run_arguments(style, "output PNG; several contents add -NAME (default: outputs/TIME-style.png)",
+                       "default: fp16 on GPU, fp32 on CPU")
 
-    video = commands.add_parser(
-        "video", help="text-to-video with radial sparse attention (Wan, HunyuanVideo)",
+
+def _add_video_command(commands) -> None:
+    from gen.attention.radial import GRANULARITIES
+    from gen.jobs import VideoJob
+    from pipelines.text_to_video import ATTENTION_MODES
+
+    video = _job_parser(
+        commands, "video", help="text-to-video with radial sparse attention (Wan, HunyuanVideo)",
         description="Generate a video. Radial attention makes attention cost O(n log n); the first "
         "--dense-layers blocks and --dense-steps steps run dense (warm-up).")
     video.add_argument("prompt")
-    _add_video_layout_arguments(video, default_model="tiny-wan")
+    _add_video_layout_arguments(video, default_model=_default(VideoJob, "model"))
     video.add_argument("--steps", type=int, help="denoising steps (default: per model)")
     video.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: per model)")
-    video.add_argument("--negative", default="", help="negative prompt")
+    video.add_argument("--negative", help="negative prompt")
     video.add_argument("--seed", type=int, help="seed (default: random, printed)")
-    video.add_argument("--attention", choices=["radial", "dense"], default="radial")
+    video.add_argument("--attention", choices=ATTENTION_MODES, help="default radial")
     video.add_argument("--dense-layers", type=int, help="first N transformer blocks run dense (default: per model)")
     video.add_argument("--dense-steps", type=int, help="first N steps run dense (default: per model)")
-    video.add_argument("--dense-final-steps", type=int, default=0, help="last N steps run dense (default 0)")
+    video.add_argument("--dense-final-steps", type=int, help="last N steps run dense (default 0)")
     video.add_argument("--decay", type=float, help="radial band decay (default: per model)")
-    video.add_argument("--mask-granularity", choices=["block", "token"], default="block")
-    video.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",
+    video.add_argument("--mask-granularity", choices=GRANULARITIES, help="default block")
+    video.add_argument("--lora", action="append", metavar="PATH[:SCALE]",
                        help="LoRA weights (.safetensors), optionally with a scale; repeatable")
-    video.add_argument("--fps", type=int, default=16, help="frames per second of the MP4 (default 16)")
+    video.add_argument("--fps", type=int, help=f"frames per second of the MP4 (default {_default(VideoJob, 'fps')})")
     video.add_argument("--png-frames", action="store_true", help="also write every frame as PNG into OUT_frames/")
-    video.add_argument("--out", help="output MP4 (default: outputs/TIME-SEED.mp4); parameters go to OUT.json")
-    video.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    video.add_argument("--device", help="cuda, cuda:1 or cpu (default: best available)")
-    video.add_argument("--dtype", choices=DTYPES, help="default: bf16 on GPU, fp32 on CPU")
-    video.set_defaults(func=cmd_generate)
+    _add_run_arguments(video, "output MP4 (default: outputs/TIME-SEED.mp4); parameters go to OUT.json",
+                       "default: bf16 on GPU, fp32 on CPU")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gen.attention.radial import GRANULARITIES
+
+    parser = _Parser(prog="gen", description="Training-free attention methods for diffusers models.")
+    parser.add_argument("--version", action="version", version=f"gen {gen.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_image_command(commands)
+    _add_style_command(commands)
+    _add_video_command(commands)
 
     render = commands.add_parser(
         "render", help="render a file of jobs (JSONL or CSV) into a folder, resumable, with a manifest",
@@ -162,8 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the token layout, kept-block density and attention FLOPs saved by radial "
         "attention for a video model, frame count and size; optionally draw the mask.")
     _add_video_layout_arguments(mask, default_model="wan2.1-1.3b")
+    mask.set_defaults(model="wan2.1-1.3b")
     mask.add_argument("--decay", type=float, help="band decay (default: per model)")
-    mask.add_argument("--mask-granularity", choices=["block", "token"], default="block",
+    mask.add_argument("--mask-granularity", choices=GRANULARITIES, default="block",
                       help="block: the reference's 128-block coarsening; token: the exact mask")
     mask.add_argument("--png", help="write a picture of the mask here")
     mask.add_argument("--overwrite", action="store_true", help="replace an existing --png")
@@ -197,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except GenError as exc:
-        print(f"gen {args.command}: error: {exc}", file=sys.stderr)
+        print(f"gen {args.command}: error: {user_message(exc, flag_name)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"gen {args.command}: interrupted; finished outputs are kept, no partial file was written",
@@ -209,18 +237,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    """`gen image`, `gen style` and `gen video`: plan (all checks), load, run, report."""
-    from gen.jobs import load_pipeline_for, plan_job, run_job, uses_random_weights
+    """`gen image`, `gen style` and `gen video`: the flags become a job; plan (all checks), load, run, report."""
+    from gen.jobs import JOB_TYPES, execute, load_pipeline_for, plan_job, uses_random_weights
 
-    plan = plan_job(args)
+    given = {key: value for key, value in vars(args).items() if key not in ("command", "func")}
+    plan = plan_job(JOB_TYPES[args.command](**given))
+    model = plan.job.model
     _quiet_libraries()
-    print(f"loading {args.model} …", file=sys.stderr)
+    print(f"loading {model} …", file=sys.stderr)
     pipe = load_pipeline_for(plan)
     if uses_random_weights(plan, pipe):
-        print(f"note: {args.model} has random weights; its outputs are noise-like (for tests and demos)",
-              file=sys.stderr)
+        print(f"note: {model} has random weights; its outputs are noise-like (for tests and demos)", file=sys.stderr)
     with _StepBars() as bars:  # image and video pipelines draw their own per-step bar
-        records = run_job(plan, pipe, bars.update if plan.kind == "style" else None)
+        records = execute(plan, pipe, bars.update if plan.kind == "style" else None)
     for record in records:
         print(_summary(plan.kind, record))
     if plan.kind == "style":
@@ -299,7 +328,7 @@ def cmd_mask(args: argparse.Namespace) -> int:
     preset = video_preset(args.model)
     frames, width, height = preset.shape(args.frames, args.width, args.height)
     decay = preset.decay if args.decay is None else args.decay
-    check_radial_settings(decay=decay, flags=True)
+    check_radial_settings(decay=decay)
     layout = video_layout(preset, frames, width, height, decay)
     png = None
     if args.png:

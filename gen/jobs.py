@@ -1,257 +1,639 @@
-"""What an `image`, `style` or `video` job means: checked, planned, then run on a loaded pipeline.
+"""Jobs: what to generate, as typed values — one kind each for images, styles and videos.
 
-One home for this logic, shared by the command line (one job per call) and the batch
-renderer (many jobs, one pipeline per model). `plan_job` checks everything that can be
-checked without a model and fixes the output files; `load_pipeline_for` loads what a plan
-needs; `run_job` generates and writes the outputs atomically, returning one record per file.
+A job is a frozen dataclass whose field names are the job-file keys (and the command line's
+flags, `--train-size` for `train_size`). Every face builds jobs — the command line from its
+flags, the UI from its widgets, the batch renderer from JSONL/CSV rows, Python callers
+directly — and hands them to the same path:
+
+    plan = plan_job(job)              # every check that needs no model; inputs loaded, outputs fixed
+    pipe = load_pipeline_for(plan)    # the pipeline it needs
+    records = execute(plan, pipe)     # generate and write atomically; one record per output
+
+`run_job(job)` does all three. A job's `check()` raises the one-line errors; errors about one
+setting are `FieldError`s, which each face names in its user's words (`--width` on the command
+line, `width` in a job file, `Width` in the UI). The dict form (`to_dict` / `from_dict`) is what
+job files and manifests hold; `job_from_record` reads the parameters stored in outputs (PNG
+metadata, video sidecars, also those written by earlier versions) back into a job.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+import math
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from gen.errors import GenError
+from gen.errors import FieldError, GenError
 
 Progress = Callable[[str, int, int], None]  # (phase, step, total)
 
 
+# ----------------------------------------------------------------------------- typed values
+
+
+@dataclass(frozen=True)
+class _FieldType:
+    base: type  # str, int, float or bool
+    optional: bool  # None allowed (the model's default)
+    many: bool  # a tuple of `base` (repeatable flags, lists in job files)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """Settings every kind shares. Subclasses add their own and one `check()`."""
+
+    kind: ClassVar[str] = ""
+    extension: ClassVar[str] = ""
+    file_fields: ClassVar[tuple[str, ...]] = ()  # paths, relative to a job file's folder in job files
+
+    model: str
+    seed: int | None = None
+    out: str | None = None
+    overwrite: bool = False
+    device: str | None = None
+    dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, spec in _field_types(type(self)).items():
+            object.__setattr__(self, name, _coerce(name, getattr(self, name), spec, text=False))
+
+    # -- dict form
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, text: bool = False) -> Job:
+        """A job from its dict form. `text`: values are text to parse (CSV cells, UI text boxes): blank
+        means "not given", `true`/`false` are booleans, `a|b` is a list."""
+        specs = _field_types(cls)
+        unknown = [key for key in data if key not in specs and key != "kind"]
+        if unknown:
+            required = [f.name for f in fields(cls) if f.default is dataclasses.MISSING]
+            listed = required + [name for name in specs if name not in required]
+            raise GenError(f"unknown field {unknown[0]!r} for {_article(cls.kind)} {cls.kind} job; "
+                           f"its fields: {', '.join(listed)}")
+        if data.get("kind", cls.kind) != cls.kind:
+            raise GenError(f"kind {data.get('kind')!r} given to {_article(cls.kind)} {cls.kind} job")
+        values = {}
+        for key, value in data.items():
+            if key == "kind" or value is None:
+                continue
+            if text and isinstance(value, str) and not value.strip() and specs[key].base is not str:
+                continue  # a blank cell or text box: the default
+            values[key] = _coerce(key, value, specs[key], text)
+        for f in fields(cls):
+            if f.name not in values and f.default is dataclasses.MISSING:
+                raise FieldError(f.name, f"missing {{name}} (required for {_article(cls.kind)} {cls.kind} job)")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """`kind` and every field; lists for repeatable ones. `from_dict(job.to_dict()) == job`."""
+        data: dict[str, Any] = {"kind": self.kind}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            data[f.name] = list(value) if isinstance(value, tuple) else value
+        return data
+
+    def replace(self, **changes: Any) -> Job:
+        return dataclasses.replace(self, **changes)
+
+    def with_paths_from(self, folder: Path) -> Job:
+        """Relative input paths resolved against `folder` (a job file's); `style.png:0.3` keeps its weight."""
+        from gen.validation import parse_weighted_path
+
+        def resolve(spec: str) -> str:
+            path, weight = parse_weighted_path(spec)
+            if not path or Path(path).expanduser().is_absolute():
+                return spec
+            full = str(folder / path)
+            return full if spec == path else f"{full}:{weight:g}"
+
+        changes = {}
+        for name in self.file_fields:
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                changes[name] = tuple(resolve(v) for v in value)
+            elif isinstance(value, str):
+                changes[name] = resolve(value)
+        return self.replace(**changes)
+
+    # -- checks
+
+    def check(self) -> None:
+        """Every check that needs no model and no input file; raises FieldError / GenError."""
+        from gen.loading import DTYPES
+        from gen.validation import check_choice, check_seed
+
+        if self.seed is not None:
+            check_seed(self.seed)
+        if self.dtype is not None:
+            check_choice("dtype", self.dtype, DTYPES)
+        if self.out is not None and Path(self.out).suffix.lower() != self.extension:
+            raise FieldError("out", f"{{name}} {self.out!r} must end in {self.extension}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageJob(Job):
+    """Text-to-image at any size (attention entropy scaling)."""
+
+    kind: ClassVar[str] = "image"
+    extension: ClassVar[str] = ".png"
+
+    prompt: str
+    model: str = "tiny-sd"
+    negative: str = ""
+    width: int | None = None  # None: the model's training size
+    height: int | None = None
+    steps: int | None = None  # None: per model
+    guidance: float | None = None
+    batch: int = 1  # images with seeds seed, seed+1, …
+    entropy_scaling: str = "auto"
+    train_size: int | None = None
+    attention_backend: str = "sdpa"
+
+    def check(self) -> None:
+        from gen.attention.entropy import ENTROPY_MODES
+        from gen.attention.kernels import BACKENDS
+        from gen.models import resolve_model
+        from gen.validation import MAX_SEED, check_batch, check_choice, check_guidance, check_side, check_steps
+
+        super().check()
+        resolve_model(self.model)
+        for name in ("train_size", "width", "height"):  # an unset side is the training size, known once loaded
+            if getattr(self, name) is not None:
+                check_side(name, getattr(self, name))
+        if self.steps is not None:
+            check_steps(self.steps)
+        if self.guidance is not None:
+            check_guidance(self.guidance)
+        check_batch(self.batch)
+        if self.seed is not None and self.seed + self.batch - 1 > MAX_SEED:
+            raise FieldError("seed", f"{{name}} {self.seed} with batch {self.batch} runs past the last seed {MAX_SEED}")
+        check_choice("entropy_scaling", self.entropy_scaling, ENTROPY_MODES)
+        check_choice("attention_backend", self.attention_backend, BACKENDS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StyleJob(Job):
+    """Style transfer by style injection (StyleID)."""
+
+    kind: ClassVar[str] = "style"
+    extension: ClassVar[str] = ".png"
+    file_fields: ClassVar[tuple[str, ...]] = ("content", "style", "mask")
+
+    content: tuple[str, ...]  # content images, stylised in one batch
+    style: tuple[str, ...]  # style images, `PATH` or `PATH:WEIGHT`
+    model: str = "tiny-sd"
+    seed: int | None = 0  # recorded only: the method is deterministic
+    gamma: float | None = None  # query preservation; None: 0.75 (or from strength)
+    strength: float | None = None  # a 0–1 knob mapped onto gamma
+    temperature: float = 1.5
+    steps: int = 50
+    size: int | None = None  # longer side; None: the training size
+    preserve_color: bool = False
+    mask: str | None = None
+    no_injection: bool = False
+    no_adain: bool = False
+    layers: tuple[str, ...] | None = None  # None: the model's default layers
+    memory: str = "auto"
+    no_cache: bool = False
+    attention_backend: str = "sdpa"
+
+    def check(self) -> None:
+        from gen.attention.kernels import BACKENDS
+        from gen.models import resolve_model
+        from gen.validation import check_choice, check_positive, check_range, check_side, check_steps
+        from pipelines.style_transfer import MEMORY_MODES
+
+        super().check()
+        resolve_model(self.model)
+        for name in ("content", "style"):
+            if not getattr(self, name):
+                raise FieldError(name, f"{{name}}: give at least one {name} image")
+        check_steps(self.steps)
+        if self.size is not None:
+            check_side("size", self.size)
+        if self.gamma is not None and self.strength is not None:
+            raise FieldError("strength", "{name} and gamma cannot both be given (strength is mapped onto gamma)")
+        if self.gamma is not None:
+            check_range("gamma", self.gamma, 0.0, 1.0)
+        if self.strength is not None:
+            check_range("strength", self.strength, 0.0, 1.0)
+        check_positive("temperature", self.temperature)
+        weights = [self.style_weight(spec) for spec in self.style]
+        if not any(weight > 0 for weight in weights):
+            raise GenError("at least one style needs a weight > 0")
+        if self.layers is not None and not self.layers:
+            raise FieldError("layers", "{name}: name at least one self-attention layer")
+        check_choice("memory", self.memory, MEMORY_MODES)
+        check_choice("attention_backend", self.attention_backend, BACKENDS)
+
+    @staticmethod
+    def style_weight(spec: str) -> float:
+        """The blend weight of a `PATH[:WEIGHT]` style: finite and >= 0."""
+        from gen.validation import parse_weighted_path
+
+        from gen.validation import check_finite
+
+        weight = parse_weighted_path(spec)[1]
+        check_finite("style", weight, f" weight in {spec!r}")
+        if weight < 0:
+            raise FieldError("style", f"{{name}} weight must be >= 0, got {weight} in {spec!r}")
+        return weight
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoJob(Job):
+    """Text-to-video with radial sparse attention and dense warm-up."""
+
+    kind: ClassVar[str] = "video"
+    extension: ClassVar[str] = ".mp4"
+    file_fields: ClassVar[tuple[str, ...]] = ("lora",)
+
+    prompt: str
+    model: str = "tiny-wan"
+    negative: str = ""
+    frames: int | None = None  # None: per model
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    attention: str = "radial"
+    dense_layers: int | None = None
+    dense_steps: int | None = None
+    dense_final_steps: int = 0
+    decay: float | None = None
+    mask_granularity: str = "block"
+    lora: tuple[str, ...] = ()  # `PATH` or `PATH:SCALE`, .safetensors
+    fps: int = 16
+    png_frames: bool = False
+
+    def check(self) -> None:
+        from gen.attention.radial import GRANULARITIES
+        from gen.validation import (check_choice, check_finite, check_guidance, check_radial_settings, check_range,
+                                    check_steps, parse_weighted_path)
+        from gen.video_models import check_video_shape, video_preset
+        from pipelines.text_to_video import ATTENTION_MODES
+
+        super().check()
+        preset = video_preset(self.model)
+        check_video_shape(preset, *preset.shape(self.frames, self.width, self.height))
+        if self.steps is not None:
+            check_steps(self.steps)
+        if self.guidance is not None:
+            check_guidance(self.guidance)
+        check_choice("attention", self.attention, ATTENTION_MODES)
+        check_choice("mask_granularity", self.mask_granularity, GRANULARITIES)
+        check_radial_settings(self.dense_layers, self.dense_steps, self.dense_final_steps, self.decay)
+        check_range("fps", self.fps, 1, 120)
+        for spec in self.lora:
+            check_finite("lora", parse_weighted_path(spec)[1], f" scale in {spec!r}")
+
+
+JOB_TYPES: dict[str, type[Job]] = {cls.kind: cls for cls in (ImageJob, StyleJob, VideoJob)}
+
+
+def job_from_dict(data: Mapping[str, Any], *, text: bool = False) -> Job:
+    """The job of the kind `data["kind"]` names."""
+    kind = data.get("kind")
+    if kind not in JOB_TYPES:
+        raise GenError(f"kind must be one of {', '.join(JOB_TYPES)}, got {kind!r}")
+    return JOB_TYPES[kind].from_dict(data, text=text)
+
+
+# Parameters recorded in outputs whose name differs from the job field they come from.
+_RECORD_NAMES = {"negative_prompt": "negative"}
+
+
+def job_from_record(params: Mapping[str, Any]) -> Job:
+    """The job that reproduces an output, from the parameters stored in it (PNG `gen` chunk, video
+    sidecar; also those of earlier versions). Derived values (token counts, flags such as
+    `entropy_scaling_active`) are left out; a style's images come back as file names only."""
+    kind = params.get("kind") if isinstance(params, Mapping) else None
+    if kind not in JOB_TYPES:
+        raise GenError("these are not gen parameters (no image, style or video kind)")
+    cls = JOB_TYPES[kind]
+    known = {f.name for f in fields(cls)} - {"out", "overwrite"}
+    data = {_RECORD_NAMES.get(key, key): value for key, value in params.items()}
+    if kind == "style":
+        weights = data.get("style_weights") or [1.0] * len(data.get("style_files", []))
+        data.update(content=data.get("content_files", []),
+                    style=[f"{name}:{weight:g}" for name, weight in zip(data.get("style_files", []), weights)],
+                    no_injection=not data.get("injection", True), no_adain=not data.get("adain", True),
+                    size=max(data.get("width") or 0, data.get("height") or 0) or None,
+                    mask=None)  # recorded as a flag only
+        if data.get("strength") is not None:
+            data["gamma"] = None  # derived from the strength
+    if kind == "video":
+        data["lora"] = []  # recorded by name only; the files are not known
+    return cls.from_dict({key: value for key, value in data.items() if key in known}, text=False)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def _field_types(cls: type[Job]) -> dict[str, _FieldType]:
+    return _FIELD_TYPES.get(cls) or _FIELD_TYPES.setdefault(cls, _read_field_types(cls))
+
+
+_FIELD_TYPES: dict[type, dict[str, _FieldType]] = {}
+
+
+def _read_field_types(cls: type[Job]) -> dict[str, _FieldType]:
+    hints = typing.get_type_hints(cls)
+    specs = {}
+    for f in fields(cls):
+        hint, optional = hints[f.name], False
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            hint, optional = args[0], True
+        many = typing.get_origin(hint) is tuple
+        specs[f.name] = _FieldType(typing.get_args(hint)[0] if many else hint, optional, many)
+    return specs
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0", "")
+
+
+def _coerce(name: str, value: Any, spec: _FieldType, text: bool) -> Any:
+    """`value` as the field's type, or a FieldError saying what was expected."""
+    if value is None:
+        if spec.optional:
+            return None
+        raise FieldError(name, "{name} cannot be empty")
+    if spec.many:
+        if isinstance(value, str):
+            items = value.split("|") if text else [value]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise FieldError(name, f"{{name}} must be a list of text, got {value!r}")
+        return tuple(_coerce(name, item, _FieldType(spec.base, False, False), text) for item in items)
+    if spec.base is str:
+        if not isinstance(value, str):
+            raise FieldError(name, f"{{name}} must be text, got {value!r}")
+        return value
+    if spec.base is bool:
+        if isinstance(value, bool):
+            return value
+        if text and isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise FieldError(name, f"{{name}} must be true or false, got {value!r}")
+    if isinstance(value, bool):
+        raise FieldError(name, f"{{name}} must be a number, got {value!r}")
+    if isinstance(value, str):  # text, and numbers given as strings in JSON (as the command line takes them)
+        try:
+            value = float(value) if spec.base is float else int(value.strip())
+        except ValueError:
+            kind = "a whole number" if spec.base is int else "a number"
+            raise FieldError(name, f"{{name}} must be {kind}, got {value!r}") from None
+    if spec.base is int:
+        if isinstance(value, float):
+            if not (math.isfinite(value) and value.is_integer()):
+                raise FieldError(name, f"{{name}} must be a whole number, got {value!r}")
+            value = int(value)
+        if not isinstance(value, int):
+            raise FieldError(name, f"{{name}} must be a whole number, got {value!r}")
+        return value
+    if not isinstance(value, (int, float)):
+        raise FieldError(name, f"{{name}} must be a number, got {value!r}")
+    return float(value)
+
+
+# ----------------------------------------------------------------------------- plans
+
+
 @dataclass
 class JobPlan:
-    kind: str
-    args: argparse.Namespace
+    """A checked job with its seed and outputs fixed and its inputs loaded; nothing written yet."""
+
+    job: Job
     outputs: list[Path]  # every file the job writes
-    data: dict[str, Any] = field(default_factory=dict)  # checked values: seeds, loaded images, LoRAs…
+    inputs: dict[str, Any] = field(default_factory=dict)  # seeds, loaded images, LoRAs…
+    skip: set[Path] = field(default_factory=set)  # outputs an interrupted run already wrote (the renderer's)
+
+    @property
+    def kind(self) -> str:
+        return self.job.kind
 
     @property
     def pipeline_key(self) -> tuple:
         """Jobs with equal keys can share one loaded pipeline."""
-        a = self.args
-        return (self.kind, a.model, a.device, a.dtype, getattr(a, "attention_backend", None),
-                getattr(a, "train_size", None), tuple(self.data.get("loras", ())))
+        job = self.job
+        return (job.kind, job.model, job.device, job.dtype, getattr(job, "attention_backend", None),
+                getattr(job, "train_size", None), tuple(self.inputs.get("loras", ())))
 
 
-def plan_job(args: argparse.Namespace) -> JobPlan:
-    planners = {"image": _plan_image, "style": _plan_style, "video": _plan_video}
-    return planners[args.command](args)
+def plan_job(job: Job) -> JobPlan:
+    """Check `job`, fix its seed and output files and load its inputs; raises before any model loads."""
+    if not isinstance(job, Job):
+        raise TypeError(f"plan_job takes an ImageJob, StyleJob or VideoJob, got {type(job).__name__}")
+    job.check()
+    return _PLANNERS[job.kind](job)
 
 
 def default_stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
-# ----------------------------------------------------------------------------- image
+def _default_out(job: Job, tag: Any) -> Path:
+    return Path("outputs") / f"{default_stamp()}-{tag}{job.extension}"
 
 
-def _plan_image(args) -> JobPlan:
-    from gen.models import resolve_model
+def _plan_image(job: ImageJob) -> JobPlan:
     from gen.outputs import batch_output_paths, check_output_paths
-    from gen.validation import check_batch, check_guidance, check_seed, check_side, check_steps
 
-    resolve_model(args.model)
-    for label, value in (("--train-size", args.train_size), ("width", args.width), ("height", args.height)):
-        if value is not None:  # an unset side defaults to the training size, known once loaded
-            check_side(label, value)
-    if args.steps is not None:
-        check_steps(args.steps)
-    if args.guidance is not None:
-        check_guidance(args.guidance)
-    check_batch(args.batch)
-    first_seed = args.seed if args.seed is not None else secrets.randbelow(2**32 - args.batch)
-    seeds = [first_seed + i for i in range(args.batch)]
-    for seed in seeds:
-        check_seed(seed)
-    if args.out:
-        outputs = batch_output_paths(args.out, seeds)
-    else:
-        outputs = [Path("outputs") / f"{default_stamp()}-{seed}.png" for seed in seeds]
-    check_output_paths(outputs, args.overwrite)
-    _check_backend(args)
-    return JobPlan("image", args, outputs, {"seeds": seeds})
+    first_seed = job.seed if job.seed is not None else secrets.randbelow(2**32 - job.batch)
+    seeds = [first_seed + i for i in range(job.batch)]
+    out = Path(job.out) if job.out else _default_out(job, first_seed)
+    outputs = batch_output_paths(out, seeds)
+    check_output_paths(outputs, job.overwrite)
+    _check_backend(job)
+    return JobPlan(job.replace(seed=first_seed, out=str(out)), outputs, {"seeds": seeds})
+
+
+def _plan_style(job: StyleJob) -> JobPlan:
+    from gen.images import load_image, load_mask
+    from gen.outputs import check_output_paths, named_output_paths
+    from gen.validation import parse_weighted_path
+
+    contents = [load_image(path, "content image") for path in job.content]
+    styles = []
+    for spec in job.style:
+        path = parse_weighted_path(spec)[0]
+        styles.append((load_image(path, "style image"), job.style_weight(spec), path))
+    mask = load_mask(job.mask, contents[0].size) if job.mask else None
+    out = Path(job.out) if job.out else _default_out(job, "style")
+    outputs = named_output_paths(out, job.content)
+    check_output_paths(outputs, job.overwrite)
+    _check_backend(job)
+    return JobPlan(job.replace(out=str(out)), outputs, {"contents": contents, "styles": styles, "mask": mask})
+
+
+def _plan_video(job: VideoJob) -> JobPlan:
+    from gen.outputs import check_output_paths
+    from gen.validation import parse_weighted_path
+    from gen.video_io import sidecar_path
+    from gen.video_models import check_lora_file, video_preset
+
+    preset = video_preset(job.model)
+    frames, width, height = preset.shape(job.frames, job.width, job.height)
+    seed = job.seed if job.seed is not None else secrets.randbelow(2**32)
+    loras = [parse_weighted_path(spec) for spec in job.lora]
+    for path, _ in loras:
+        check_lora_file(path)
+    out = Path(job.out) if job.out else _default_out(job, seed)
+    check_output_paths([out], job.overwrite, suffixes=(".mp4",))
+    check_output_paths([sidecar_path(out)], job.overwrite, suffixes=(".json",))
+    frames_dir = out.with_name(out.stem + "_frames")
+    if job.png_frames and frames_dir.exists() and not job.overwrite:
+        raise FieldError("overwrite", f"frame folder {str(frames_dir)!r} already exists; pass {{name}} to replace it")
+    planned = job.replace(frames=frames, width=width, height=height, seed=seed, out=str(out))
+    return JobPlan(planned, [out, sidecar_path(out)], {"loras": loras, "frames_dir": frames_dir,
+                                                       "random": preset.is_random})
+
+
+_PLANNERS: dict[str, Callable[[Any], JobPlan]] = {"image": _plan_image, "style": _plan_style, "video": _plan_video}
+
+
+def _check_backend(job: Job) -> None:
+    from gen.attention.kernels import resolve_backend
+    from gen.loading import choose_device
+
+    resolve_backend(job.attention_backend, choose_device(job.device))  # before a long model load
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_pipeline_for(plan: JobPlan):
+    """The pipeline a plan needs (LoRAs loaded for videos)."""
+    job = plan.job
+    if isinstance(job, ImageJob):
+        from pipelines import TextToImagePipeline
+
+        return TextToImagePipeline.from_pretrained(job.model, device=job.device, dtype=job.dtype,
+                                                   train_size=job.train_size, attention_backend=job.attention_backend)
+    if isinstance(job, StyleJob):
+        from pipelines import StyleTransferPipeline
+
+        return StyleTransferPipeline.from_pretrained(job.model, device=job.device, dtype=job.dtype,
+                                                     attention_backend=job.attention_backend)
+    from pipelines import TextToVideoPipeline
+
+    pipe = TextToVideoPipeline.from_pretrained(job.model, device=job.device, dtype=job.dtype)
+    pipe.load_loras(plan.inputs["loras"])
+    return pipe
+
+
+class PipelineCache:
+    """One loaded pipeline at a time: consecutive plans with the same key share it."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.key, self.pipe, self.quiet = None, None, quiet
+
+    def get(self, plan: JobPlan):
+        if plan.pipeline_key != self.key:
+            self.key, self.pipe = None, None  # free the previous model first
+            self.pipe, self.key = load_pipeline_for(plan), plan.pipeline_key
+            if self.quiet:
+                self.pipe.pipe.set_progress_bar_config(disable=True)
+        return self.pipe
+
+
+def uses_random_weights(plan: JobPlan, pipe) -> bool:
+    if plan.kind == "video":
+        return plan.inputs["random"]
+    return pipe.model.preset.is_random
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def execute(plan: JobPlan, pipe, progress: Progress | None = None) -> list[dict]:
+    """Generate and write a planned job's outputs; one record (path, params, stats) per output."""
+    return _RUNNERS[plan.kind](plan, pipe, progress)
+
+
+def run_job(job: Job, pipe=None, progress: Progress | None = None) -> list[dict]:
+    """Plan, load (unless a loaded `pipe` is given) and execute one job."""
+    plan = plan_job(job)
+    return execute(plan, pipe if pipe is not None else load_pipeline_for(plan), progress)
 
 
 def _run_image(plan: JobPlan, pipe, progress: Progress | None) -> list[dict]:
     from gen.metadata import png_text_chunks
     from gen.outputs import atomic_write
 
-    a, records = plan.args, []
-    seeds, skip = plan.data["seeds"], plan.data.get("skip", set())
+    job: ImageJob = plan.job
+    seeds, records = plan.inputs["seeds"], []
     for index, (seed, path) in enumerate(zip(seeds, plan.outputs)):
-        if path in skip:  # already written by an interrupted run of the same job
+        if path in plan.skip:  # already written by an interrupted run of the same job
             continue
-        result = pipe(a.prompt, negative_prompt=a.negative, width=a.width, height=a.height,
-                      num_inference_steps=a.steps, guidance_scale=a.guidance, seed=seed,
-                      entropy_scaling=a.entropy_scaling, progress_desc=f"image {index + 1}/{len(seeds)}",
+        result = pipe(job.prompt, negative_prompt=job.negative, width=job.width, height=job.height,
+                      num_inference_steps=job.steps, guidance_scale=job.guidance, seed=seed,
+                      entropy_scaling=job.entropy_scaling, progress_desc=f"image {index + 1}/{len(seeds)}",
                       on_step=(lambda step, total: progress("image", step, total)) if progress else None)
         image, params = result.images[0], result.parameters[0]
         atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=png_text_chunks(params)),
-                     overwrite=a.overwrite)
+                     overwrite=job.overwrite)
         records.append({"path": str(path), "params": params})
     return records
-
-
-# ----------------------------------------------------------------------------- style
-
-
-def _plan_style(args) -> JobPlan:
-    from gen.images import load_image, load_mask
-    from gen.models import resolve_model
-    from gen.outputs import check_output_paths, named_output_paths
-    from gen.style import strength_to_gamma
-    from gen.validation import check_seed, check_side, check_steps, parse_weighted_path
-
-    resolve_model(args.model)
-    check_steps(args.steps)
-    check_seed(args.seed)
-    if args.size is not None:
-        check_side("--size", args.size)
-    if args.gamma is not None and not 0.0 <= args.gamma <= 1.0:
-        raise GenError(f"--gamma must be between 0 and 1, got {args.gamma}")
-    if args.strength is not None:
-        strength_to_gamma(args.strength)
-    if not args.temperature > 0:
-        raise GenError(f"--temperature must be > 0, got {args.temperature}")
-    contents = [load_image(path, "content image") for path in args.content]
-    styles = []
-    for spec in args.style:
-        path, weight = parse_weighted_path(spec)
-        if weight < 0:
-            raise GenError(f"style weight must be >= 0, got {weight} in {spec!r}")
-        styles.append((load_image(path, "style image"), weight, path))
-    if not any(weight > 0 for _, weight, _ in styles):
-        raise GenError("at least one style needs a weight > 0")
-    mask = load_mask(args.mask, contents[0].size) if args.mask else None
-    out = args.out or Path("outputs") / f"{default_stamp()}-style.png"
-    outputs = named_output_paths(out, args.content)
-    check_output_paths(outputs, args.overwrite)
-    _check_backend(args)
-    return JobPlan("style", args, outputs, {"contents": contents, "styles": styles, "mask": mask})
 
 
 def _run_style(plan: JobPlan, pipe, progress: Progress | None) -> list[dict]:
     from gen.metadata import png_text_chunks
     from gen.outputs import atomic_write
 
-    a, styles = plan.args, plan.data["styles"]
+    job: StyleJob = plan.job
+    styles = plan.inputs["styles"]
     result = pipe(
-        plan.data["contents"], [(image, weight) for image, weight, _ in styles], gamma=a.gamma, strength=a.strength,
-        temperature=a.temperature, num_inference_steps=a.steps, size=a.size, layers=a.layers,
-        injection=not a.no_injection, adain_init=not a.no_adain, preserve_colors=a.preserve_color,
-        mask=plan.data["mask"], memory=a.memory, use_cache=not a.no_cache, on_step=progress,
+        plan.inputs["contents"], [(image, weight) for image, weight, _ in styles], gamma=job.gamma,
+        strength=job.strength, temperature=job.temperature, num_inference_steps=job.steps, size=job.size,
+        layers=list(job.layers) if job.layers is not None else None, injection=not job.no_injection,
+        adain_init=not job.no_adain, preserve_colors=job.preserve_color, mask=plan.inputs["mask"],
+        memory=job.memory, use_cache=not job.no_cache, on_step=progress,
     )
     kept = [(Path(path).name, weight) for _, weight, path in styles if weight > 0]
-    files = {"content_files": [Path(p).name for p in a.content], "style_files": [n for n, _ in kept],
-             "seed": a.seed, "styles": ", ".join(f"{name} ({weight:g})" for name, weight in kept)}
+    files = {"content_files": [Path(p).name for p in job.content], "style_files": [n for n, _ in kept],
+             "seed": job.seed, "styles": ", ".join(f"{name} ({weight:g})" for name, weight in kept)}
     records = []
     for path, image, params in zip(plan.outputs, result.images, result.parameters):
-        params = dict(params, **files, prompt=f"style transfer: {Path(a.content[params['content_index']]).name}")
-        if path in plan.data.get("skip", set()):
+        params = dict(params, **files, prompt=f"style transfer: {Path(job.content[params['content_index']]).name}")
+        if path in plan.skip:
             continue
         atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=png_text_chunks(params)),
-                     overwrite=a.overwrite)
+                     overwrite=job.overwrite)
         records.append({"path": str(path), "params": params, "stats": result.stats})
     return records
-
-
-# ----------------------------------------------------------------------------- video
-
-
-def _plan_video(args) -> JobPlan:
-    from gen.outputs import check_output_paths
-    from gen.validation import (check_guidance, check_radial_settings, check_seed, check_steps,
-                                parse_weighted_path)
-    from gen.video_io import sidecar_path
-    from gen.video_models import check_lora_file, check_video_shape, video_preset
-
-    preset = video_preset(args.model)
-    frames, width, height = preset.shape(args.frames, args.width, args.height)
-    check_video_shape(preset, frames, width, height)
-    if args.steps is not None:
-        check_steps(args.steps)
-    if args.guidance is not None:
-        check_guidance(args.guidance)
-    check_radial_settings(args.dense_layers, args.dense_steps, args.dense_final_steps, args.decay, flags=True)
-    if not 1 <= args.fps <= 120:
-        raise GenError(f"--fps must be between 1 and 120, got {args.fps}")
-    seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
-    check_seed(seed)
-    loras = [parse_weighted_path(spec) for spec in args.lora]
-    for path, _ in loras:
-        check_lora_file(path)
-    out = Path(args.out) if args.out else Path("outputs") / f"{default_stamp()}-{seed}.mp4"
-    check_output_paths([out], args.overwrite, suffixes=(".mp4",))
-    check_output_paths([sidecar_path(out)], args.overwrite, suffixes=(".json",))
-    frames_dir = out.with_name(out.stem + "_frames")
-    if args.png_frames and frames_dir.exists() and not args.overwrite:
-        raise GenError(f"frame folder {str(frames_dir)!r} already exists; pass --overwrite to replace it")
-    outputs = [out, sidecar_path(out)]
-    return JobPlan("video", args, outputs, {"frames": frames, "width": width, "height": height, "seed": seed,
-                                            "loras": loras, "frames_dir": frames_dir, "random": preset.is_random})
 
 
 def _run_video(plan: JobPlan, pipe, progress: Progress | None) -> list[dict]:
     from gen.video_io import write_mp4, write_png_frames, write_sidecar
 
-    a, d = plan.args, plan.data
-    result = pipe(a.prompt, negative_prompt=a.negative, frames=d["frames"], width=d["width"], height=d["height"],
-                  num_inference_steps=a.steps, guidance_scale=a.guidance, seed=d["seed"], attention=a.attention,
-                  dense_layers=a.dense_layers, dense_steps=a.dense_steps, dense_final_steps=a.dense_final_steps,
-                  decay=a.decay, granularity=a.mask_granularity,
+    job: VideoJob = plan.job
+    result = pipe(job.prompt, negative_prompt=job.negative, frames=job.frames, width=job.width, height=job.height,
+                  num_inference_steps=job.steps, guidance_scale=job.guidance, seed=job.seed, attention=job.attention,
+                  dense_layers=job.dense_layers, dense_steps=job.dense_steps, dense_final_steps=job.dense_final_steps,
+                  decay=job.decay, granularity=job.mask_granularity,
                   on_step=(lambda step, total: progress("video", step, total)) if progress else None)
-    params = dict(result.parameters, fps=a.fps)
-    skip = d.get("skip", set())
+    params = dict(result.parameters, fps=job.fps)
+    video, sidecar = plan.outputs
     # The sidecar goes last: a video whose sidecar exists is complete (the batch renderer relies on it).
-    if plan.outputs[0] not in skip:
-        write_mp4(plan.outputs[0], result.frames, fps=a.fps, overwrite=a.overwrite)
-    if a.png_frames:
-        write_png_frames(d["frames_dir"], result.frames, overwrite=a.overwrite, keep_existing=bool(skip))
-    if plan.outputs[1] not in skip:
-        write_sidecar(plan.outputs[0], params, overwrite=a.overwrite)
-    return [{"path": str(plan.outputs[0]), "params": params, "stats": result.stats}]
+    if video not in plan.skip:
+        write_mp4(video, result.frames, fps=job.fps, overwrite=job.overwrite)
+    if job.png_frames:
+        write_png_frames(plan.inputs["frames_dir"], result.frames, overwrite=job.overwrite,
+                         keep_existing=bool(plan.skip))
+    if sidecar not in plan.skip:
+        write_sidecar(video, params, overwrite=job.overwrite)
+    return [{"path": str(video), "params": params, "stats": result.stats}]
 
 
-# ----------------------------------------------------------------------------- loading and running
-
-
-def _check_backend(args) -> None:
-    from gen.attention.kernels import resolve_backend
-    from gen.loading import choose_device
-
-    resolve_backend(args.attention_backend, choose_device(args.device))  # before a long model load
-
-
-def load_pipeline_for(plan: JobPlan):
-    """The pipeline a plan needs (LoRAs loaded for videos)."""
-    a = plan.args
-    if plan.kind == "image":
-        from pipelines import TextToImagePipeline
-
-        return TextToImagePipeline.from_pretrained(a.model, device=a.device, dtype=a.dtype, train_size=a.train_size,
-                                                   attention_backend=a.attention_backend)
-    if plan.kind == "style":
-        from pipelines import StyleTransferPipeline
-
-        return StyleTransferPipeline.from_pretrained(a.model, device=a.device, dtype=a.dtype,
-                                                     attention_backend=a.attention_backend)
-    from pipelines import TextToVideoPipeline
-
-    pipe = TextToVideoPipeline.from_pretrained(a.model, device=a.device, dtype=a.dtype)
-    pipe.load_loras(plan.data["loras"])
-    return pipe
-
-
-def uses_random_weights(plan: JobPlan, pipe) -> bool:
-    if plan.kind == "video":
-        return plan.data["random"]
-    return pipe.model.preset.is_random
-
-
-def run_job(plan: JobPlan, pipe, progress: Progress | None = None) -> list[dict]:
-    """Generate and write a planned job's outputs; one record (path, params, stats) per output."""
-    runners = {"image": _run_image, "style": _run_style, "video": _run_video}
-    return runners[plan.kind](plan, pipe, progress)
+_RUNNERS: dict[str, Callable[[JobPlan, Any, Progress | None], list[dict]]] = {
+    "image": _run_image, "style": _run_style, "video": _run_video}

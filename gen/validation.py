@@ -1,11 +1,14 @@
-"""Checks of user-supplied generation settings, shared by the CLI, the pipelines and the UI.
+"""Checks of user-supplied generation settings, shared by the jobs, the pipelines and the UI.
 
-Each raises `GenError` with what was wrong and what is allowed.
+Each raises `FieldError` (or `GenError`) with what was wrong and what is allowed; `field` is the
+setting's name in gen.jobs (each face renders it as its user knows it).
 """
 
 from __future__ import annotations
 
-from gen.errors import GenError
+import math
+
+from gen.errors import FieldError
 
 MIN_SIDE = 64
 MAX_SIDE = 4096
@@ -19,14 +22,14 @@ def nearest_multiples(value: int, multiple: int) -> tuple[int, int]:
     return below, below + multiple
 
 
-def check_side(label: str, value: int, multiple: int = 8, lo: int = MIN_SIDE, hi: int = MAX_SIDE) -> None:
+def check_side(field: str, value: int, multiple: int = 8, lo: int = MIN_SIDE, hi: int = MAX_SIDE) -> None:
     """One image side: within [lo, hi] and a multiple of the model's size step."""
     if value < lo or value > hi:
-        raise GenError(f"{label} {value} is out of range; allowed: {lo} to {hi} pixels")
+        raise FieldError(field, f"{{name}} {value} is out of range; allowed: {lo} to {hi} pixels")
     if value % multiple:
         below, above = nearest_multiples(value, multiple)
         options = " or ".join(str(v) for v in (below, above) if lo <= v <= hi)
-        raise GenError(f"{label} {value} is not a multiple of {multiple}; nearest valid: {options}")
+        raise FieldError(field, f"{{name}} {value} is not a multiple of {multiple}; nearest valid: {options}")
 
 
 def check_size(width: int, height: int, multiple: int = 8, lo: int = MIN_SIDE, hi: int = MAX_SIDE) -> None:
@@ -34,24 +37,47 @@ def check_size(width: int, height: int, multiple: int = 8, lo: int = MIN_SIDE, h
     check_side("height", height, multiple, lo, hi)
 
 
-def check_steps(steps: int) -> None:
+def check_range(field: str, value: float, lo: float, hi: float, what: str = "") -> None:
+    """lo <= value <= hi, and finite (NaN and infinities are refused by name)."""
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise FieldError(field, f"{{name}}{what} must be between {lo:g} and {hi:g}, got {value}")
+
+
+def check_finite(field: str, value: float, what: str = "") -> None:
+    """NaN and infinities are refused by name (they would reach the model, or JSON, as garbage)."""
+    if not math.isfinite(value):
+        raise FieldError(field, f"{{name}}{what} must be a finite number, got {value}")
+
+
+def check_positive(field: str, value: float) -> None:
+    """value > 0 and finite."""
+    check_finite(field, value)
+    if not value > 0:
+        raise FieldError(field, f"{{name}} must be > 0, got {value}")
+
+
+def check_steps(steps: int, field: str = "steps") -> None:
     if not 1 <= steps <= MAX_STEPS:
-        raise GenError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+        raise FieldError(field, f"{{name}} must be between 1 and {MAX_STEPS}, got {steps}")
 
 
-def check_guidance(guidance: float) -> None:
-    if not 0.0 <= guidance <= 50.0 or guidance != guidance:
-        raise GenError(f"guidance must be between 0 and 50, got {guidance}")
+def check_guidance(guidance: float, field: str = "guidance") -> None:
+    check_range(field, guidance, 0.0, 50.0)
 
 
-def check_seed(seed: int) -> None:
+def check_seed(seed: int, field: str = "seed") -> None:
     if not 0 <= seed <= MAX_SEED:
-        raise GenError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+        raise FieldError(field, f"{{name}} must be between 0 and {MAX_SEED}, got {seed}")
 
 
 def check_batch(count: int, limit: int = 1000) -> None:
     if not 1 <= count <= limit:
-        raise GenError(f"batch must be between 1 and {limit}, got {count}")
+        raise FieldError("batch", f"{{name}} must be between 1 and {limit}, got {count}")
+
+
+def check_choice(field: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise FieldError(field, f"{{name}} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def parse_weighted_path(spec: str) -> tuple[str, float]:
@@ -66,16 +92,12 @@ def parse_weighted_path(spec: str) -> tuple[str, float]:
 
 
 def check_radial_settings(dense_layers: int | None = None, dense_steps: int | None = None,
-                          dense_final_steps: int | None = None, decay: float | None = None,
-                          flags: bool = False) -> None:
-    """Radial attention's warm-up counts (>= 0) and decay (> 0); None is left to the model's default.
-
-    `flags` names them as the command line does (`--decay`), else as the Python API does (`decay`).
-    """
-    name = (lambda words: "--" + words.replace(" ", "-")) if flags else (lambda words: words)
-    for words, value in (("dense layers", dense_layers), ("dense steps", dense_steps),
-                         ("dense final steps", dense_final_steps)):
+                          dense_final_steps: int | None = None, decay: float | None = None) -> None:
+    """Radial attention's warm-up counts (>= 0) and decay (> 0, finite); None is left to the model's default."""
+    for field, value in (("dense_layers", dense_layers), ("dense_steps", dense_steps),
+                         ("dense_final_steps", dense_final_steps)):
         if value is not None and value < 0:
-            raise GenError(f"{name(words)} must be >= 0, got {value}")
-    if decay is not None and not decay > 0:
-        raise GenError(f"{name('decay')} must be > 0, got {decay}")
+            raise FieldError(field, f"{{name}} must be >= 0, got {value}")
+    if decay is not None:
+        check_positive("decay", decay)
+

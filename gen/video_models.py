@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gen.attention.radial import VideoLayout
-from gen.errors import GenError
+from gen.errors import FieldError, GenError
 from gen.loading import HUB_ID, hub_offline
 
 
@@ -147,15 +147,16 @@ def check_video_shape(preset: VideoPreset, frames: int, width: int, height: int)
     t = preset.temporal_ratio
     if frames < 1 or (frames - 1) % t:
         below = max(1, (frames - 1) // t * t + 1)
-        raise GenError(f"{preset.name} takes {t}k+1 frames; {frames} is not one: nearest valid {below} or {below + t}")
+        raise FieldError("frames", f"{preset.name} takes {t}k+1 frames; {frames} is not one: "
+                         f"nearest valid {below} or {below + t}")
     m = preset.size_multiple
     for label, value in (("width", width), ("height", height)):
         if value < m or value > 4096:
-            raise GenError(f"{label} {value} is out of range; allowed: {m} to 4096 pixels")
+            raise FieldError(label, f"{{name}} {value} is out of range; allowed: {m} to 4096 pixels")
         if value % m:
             below = value // m * m
             options = " or ".join(str(v) for v in (below, below + m) if v >= m)
-            raise GenError(f"{label} {value} is not a multiple of {m}; nearest valid: {options}")
+            raise FieldError(label, f"{{name}} {value} is not a multiple of {m}; nearest valid: {options}")
 
 
 def check_lora_file(path: str) -> None:

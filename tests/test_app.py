@@ -103,15 +103,29 @@ def test_video_sidecar_and_mask_endpoints(served, tmp_path):
 
 
 @pytest.mark.parametrize("arguments,message", [
-    (("a fox", "", "tiny-sd", "100", "64", "2", "", 7, "auto", 1), "width 100 is not a multiple of 8"),
+    (("a fox", "", "tiny-sd", "100", "64", "2", "", 7, "auto", 1), "Width 100 is not a multiple of 8"),
     (("a fox", "", "no-such-model", "64", "64", "2", "", 7, "auto", 1), "unknown model 'no-such-model'"),
-    (("a fox", "", "tiny-sd", "64", "64", "0", "", 7, "auto", 1), "steps must be between 1 and 500"),
-    (("a fox", "", "tiny-sd", "wide", "", "", "", 7, "auto", 1), "argument --width: invalid int value: 'wide'"),
+    (("a fox", "", "tiny-sd", "64", "64", "0", "", 7, "auto", 1), "Steps must be between 1 and 500"),
+    (("a fox", "", "tiny-sd", "wide", "", "", "", 7, "auto", 1), "Width must be a whole number, got 'wide'"),
 ])
 def test_invalid_image_input_returns_the_message(served, arguments, message):
     _, client = served
     with pytest.raises(Exception, match=message):
         client.predict(*arguments, api_name="/image")
+
+
+def test_prompts_that_look_like_flags_are_text_and_the_app_keeps_answering(served):
+    url, client = served
+    for prompt, negative in (("--help", "-blurry"), ("-h", "--out /etc/x")):
+        _, params_json = client.predict(prompt, negative, "tiny-sd", "64", "64", "1", "", 1, "auto", 1,
+                                        api_name="/image")
+        params = json.loads(params_json)[0]
+        assert (params["prompt"], params["negative_prompt"]) == (prompt, negative)
+    video, params_json = client.predict("--help", "tiny-wan", 5, 32, 32, 1, "dense", "", "", "", "block", 1,
+                                        api_name="/video")
+    assert json.loads(params_json)["prompt"] == "--help"
+    assert urllib.request.urlopen(url + "config", timeout=10).status == 200
+    assert not Path("/etc/x").exists()
 
 
 def test_invalid_video_and_style_input(served):

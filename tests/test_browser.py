@@ -70,10 +70,20 @@ def test_bad_input_shows_a_short_message_not_a_traceback(page):
     page.get_by_role("tab", name="Image").click()
     page.get_by_label("Width (blank: training size)").fill("100")
     page.get_by_role("button", name="Generate", exact=True).click()
-    expect(page.get_by_text("width 100 is not a multiple of 8; nearest valid: 96 or 104")).to_be_visible(
+    expect(page.get_by_text("Width 100 is not a multiple of 8; nearest valid: 96 or 104")).to_be_visible(
         timeout=60_000)
     assert "Traceback" not in page.content()
     page.get_by_label("Width (blank: training size)").fill("")
+
+
+def test_prompts_that_look_like_flags_are_text(page):
+    page.get_by_role("tab", name="Image").click()
+    page.get_by_role("tabpanel").get_by_label("Prompt", exact=True).fill("--help")
+    page.get_by_label("Negative prompt").fill("-blurry")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    expect(page.get_by_text('"prompt": "--help"')).to_be_visible(timeout=120_000)
+    expect(page.get_by_text('"negative_prompt": "-blurry"')).to_be_visible()
+    page.get_by_label("Negative prompt").fill("")
 
 
 def test_stop_cancels_between_steps(page):

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from gen.cli import main
+from gen.metadata import read_png_metadata
 
 
 def run_gen(*args, env=None):
@@ -75,6 +76,17 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(extra, message, tmp_pat
     assert message in err
     assert err.strip().splitlines()[-1].startswith("gen image: error:") and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_values_that_start_with_a_dash_follow_the_shell_conventions(tmp_path, capsys):
+    """`--` ends the flags (a prompt may then start with '-'); `--flag=-value` gives a flag such a value."""
+    assert main(["image", "--steps", "1", "--negative=-blurry", "--out", str(tmp_path / "a.png"), "--", "--help"]) == 0
+    params = read_png_metadata(tmp_path / "a.png")[1]
+    assert (params["prompt"], params["negative_prompt"]) == ("--help", "-blurry")
+    with pytest.raises(SystemExit) as refused:  # without '=' the value reads as a flag: refused, nothing runs
+        main(["image", "x", "--negative", "-blurry", "--out", str(tmp_path / "b.png")])
+    assert refused.value.code == 2 and "argument --negative: expected one argument" in capsys.readouterr().err
+    assert not (tmp_path / "b.png").exists()
 
 
 def test_existing_output_is_not_overwritten_unless_asked(tmp_path, capsys):

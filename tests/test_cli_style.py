@@ -40,7 +40,7 @@ def _truncated_png(path):
 
 BAD = [
     (["--gamma", "1.5"], "--gamma must be between 0 and 1"),
-    (["--strength", "2"], "style strength must be between 0 and 1"),
+    (["--strength", "2"], "--strength must be between 0 and 1"),
     (["--temperature", "0"], "--temperature must be > 0"),
     (["--temperature", "-1"], "--temperature must be > 0"),
     (["--steps", "0"], "steps must be between 1 and 500"),

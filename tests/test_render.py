@@ -95,9 +95,9 @@ def test_every_bad_line_is_reported_with_its_number_and_nothing_starts(tmp_path)
     _, errors = plan_jobs(jobs, tmp_path / "out")
     messages = {e.line: e.message for e in errors}
     assert sorted(messages) == [2, 3, 4, 5, 6, 7, 8, 9]
-    assert "not valid JSON" in messages[2] and "missing 'prompt'" in messages[3]
+    assert "not valid JSON" in messages[2] and "missing prompt" in messages[3]
     assert "kind must be one of image, style, video" in messages[4]
-    assert "width 100 is not a multiple of 8" in messages[5] and "unrecognized arguments: --colour" in messages[6]
+    assert "width 100 is not a multiple of 8" in messages[5] and "unknown field 'colour' for an image job" in messages[6]
     assert "'out' is set by gen render" in messages[7] and "does not exist" in messages[8]
     with pytest.raises(GenError, match="8 invalid job"):
         render(jobs, tmp_path / "out")
@@ -157,3 +157,21 @@ def test_kill_9_then_resume_gives_exactly_the_complete_set(tmp_path):
     assert files == sorted([f"img{i}.png" for i in range(8)] + ["manifest.jsonl"])  # no temporaries left
     for i in range(8):
         Image.open(out / f"img{i}.png").verify()  # every image complete
+
+
+def test_prompts_that_look_like_flags_are_text_and_every_job_renders(tmp_path):
+    """A job's values are data, never command-line arguments: `--help` renders an image of "--help"."""
+    prompts = ["--help", "-h", "--out /etc/x", "-blurry"]
+    jobs = [{"kind": "image", "id": f"p{i}", "prompt": p, "negative": "-blurry", "steps": 1, "seed": i}
+            for i, p in enumerate(prompts)]
+    jobs.append({"kind": "video", "id": "v", "prompt": "--help", "negative": "--version", "frames": 5, "width": 32,
+                 "height": 32, "steps": 1})
+    out = tmp_path / "out"
+    summary = render(write_jobs(tmp_path, jobs), out)
+    assert (summary.done, summary.failed) == (5, 0)
+    records = {r["id"]: r for r in manifest(out)}
+    for i, prompt in enumerate(prompts):
+        params = records[f"p{i}"]["params"][0]
+        assert (params["prompt"], params["negative_prompt"]) == (prompt, "-blurry")
+    assert records["v"]["params"][0]["negative_prompt"] == "--version"
+    assert not Path("/etc/x").exists()

@@ -71,7 +71,7 @@ def test_radial_changes_the_video_when_the_mask_drops_frame_pairs(model, request
     (dict(attention="sparse"), "attention must be one of radial, dense"),
     (dict(granularity="pixel"), "mask granularity must be one of"),
     (dict(decay=0), "decay must be > 0"),
-    (dict(dense_steps=-1), "dense steps must be >= 0"),
+    (dict(dense_steps=-1), "dense_steps must be >= 0"),
 ])
 def test_bad_video_settings(tiny_wan, kwargs, message):
     with pytest.raises(GenError, match=re.escape(message)):
