@@ -48,6 +48,28 @@ def one_line_errors(handler):
     return wrapped
 
 
+def checked_upload(image: gr.Image, what: str) -> gr.Image:
+    """An image upload that a file PIL cannot open (a bomb, text named .png) turns into gen's one-line
+    message, as the command line gives, instead of Gradio's generic error. (The instance's preprocess is
+    wrapped, not subclassed: Gradio writes a .pyi stub beside any module that subclasses a component.)"""
+    preprocess = image.preprocess
+
+    def checked(payload):
+        try:
+            return preprocess(payload)
+        except Exception:
+            from gen.images import load_image
+
+            try:
+                load_image(payload.path, what)
+            except GenError as exc:
+                raise gr.Error(user_message(exc), print_exception=False) from None
+            raise
+
+    image.preprocess = checked
+    return image
+
+
 class Studio:
     """State shared by all requests: loaded pipelines, the cancel flag, where outputs go."""
 
@@ -171,13 +193,15 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
     @one_line_errors
     def draw_mask(model, frames, width, height, decay, granularity):
         from gen.attention.radial import attention_flops_fraction, mask_picture
+        from gen.jobs import VideoJob
         from gen.video_models import video_layout, video_preset
 
-        try:
-            decay = float(decay) if str(decay or "").strip() else None
-        except ValueError:
-            raise gr.Error(f"decay must be a number, got {decay!r}", print_exception=False) from None
-        layout = video_layout(video_preset(model), int(frames), int(width), int(height), decay)
+        # The layout's settings are checked as a video job's are (and bounded before anything is allocated).
+        job = VideoJob.from_dict(dict(prompt="", model=model, frames=frames, width=width, height=height, decay=decay,
+                                      mask_granularity=granularity), text=True)
+        job.check()
+        preset = video_preset(job.model)
+        layout = video_layout(preset, *preset.shape(job.frames, job.width, job.height), job.decay)
         saved = 1 - attention_flops_fraction(layout, granularity)
         text = (f"{layout.frames} latent frames × {layout.tokens_per_frame} tokens = {layout.total_tokens} tokens; "
                 f"attention FLOPs saved: {100 * saved:.1f} %")
@@ -247,7 +271,7 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
             with gr.Tab("Style", id="style"):
                 with gr.Row():
                     with gr.Column():
-                        s_content = gr.Image(type="filepath", label=_label("content"))
+                        s_content = checked_upload(gr.Image(type="filepath", label=_label("content")), "content image")
                         s_styles = gr.File(file_count="multiple", file_types=["image"], label=_label("style"))
                         s_weights = gr.Textbox(label="Style weights (comma separated; blank: equal)")
                         s_model = gr.Dropdown(image_models, value=style_model, label=_label("model"), allow_custom_value=True)
@@ -262,7 +286,8 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                                 label="Paint the mask (pick the brush): where the style applies",
                                 sources=(), transforms=(), layers=False, eraser=gr.Eraser(),
                                 brush=gr.Brush(colors=["#ff3d7f"], color_mode="fixed", default_size=24))
-                            s_mask = gr.Image(type="filepath", label="…or upload a mask (white = stylise; content's size)")
+                            s_mask = checked_upload(gr.Image(
+                                type="filepath", label="…or upload a mask (white = stylise; content's size)"), "mask")
                         with gr.Row():
                             s_go = gr.Button("Stylise", variant="primary")
                             s_stop = gr.Button("Stop")
@@ -299,7 +324,7 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                         v_params = gr.Code(label="Parameters", language="json")
             with gr.Tab("PNG info", id="info"):
                 with gr.Row():
-                    p_file = gr.Image(type="filepath", label="Drop a PNG made by gen or AUTOMATIC1111")
+                    p_file = gr.File(file_types=[".png"], label="Drop a PNG made by gen or AUTOMATIC1111")
                     p_sidecar = gr.File(file_types=[".json"], label="…or a video's .json sidecar")
                 p_text = gr.Textbox(label="Parameters", lines=4)
                 p_json = gr.Code(label="gen parameters", language="json", elem_id="png-info-params")

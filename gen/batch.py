@@ -5,13 +5,13 @@ manifest record of running it. Shared by the local renderer (gen.render) and the
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gen.jobs import Job, JobPlan, PipelineCache, execute, plan_job
+from gen.jsonio import loads
 
 
 @dataclass
@@ -26,12 +26,61 @@ class BatchJob:
 
 
 def plan_batch_job(job: Job, job_id: str, line: int, out_dir: Path) -> BatchJob:
-    """Plan `job` with its outputs named after its id in `out_dir`. Existence of outputs is decided
-    by the renderer (skip what exists), so files are written without replacing anything."""
+    """Plan `job` with its outputs named after its id in `out_dir`. Outputs that exist are no error
+    here: the renderer decides which are this job's (and skips them); nothing is ever replaced."""
     if job.seed is None:
         job = job.replace(seed=0)  # a batch is reproducible: a job without a seed uses 0, recorded
-    job = job.replace(out=str(out_dir / f"{job_id}{job.extension}"), overwrite=True)
-    return BatchJob(line, job_id, plan_job(job))
+    job = job.replace(out=str(out_dir / f"{job_id}{job.extension}"), overwrite=False)
+    return BatchJob(line, job_id, plan_job(job, resume=True))
+
+
+def foreign_outputs(entry: BatchJob, owners: dict[str, str]) -> list[str]:
+    """Why existing outputs of `entry` are not its own, one reason each (none: they are, or none exist).
+
+    `owners` maps output names to the ids of the jobs the manifest says wrote them. An output
+    the manifest does not know (its line lost to a kill) is this job's when its stored
+    parameters say so; anything else in its place — a user's file, another job's — is foreign.
+    """
+    reasons = []
+    for path in entry.plan.outputs:
+        if not path.exists():
+            continue
+        owner = owners.get(path.name)
+        if owner is not None:
+            if owner != entry.id:
+                reasons.append(f"{path.name} already in the output folder was written by job {owner!r}; "
+                               "give this job another id or render into another folder")
+            continue
+        problem = _made_by(entry, path)
+        if problem:
+            reasons.append(f"{path.name} is already in the output folder and was not made by this job ({problem}); "
+                           "move it away or render into another folder")
+    return reasons
+
+
+def _made_by(entry: BatchJob, path: Path) -> str | None:
+    """None if the parameters stored with `path` are this job's; else what is wrong."""
+    from gen.errors import GenError
+    from gen.metadata import read_png_metadata
+    from gen.video_io import read_sidecar, sidecar_path
+
+    job, outputs = entry.job, entry.plan.outputs
+    try:
+        params = read_png_metadata(path)[1] if path.suffix == ".png" else read_sidecar(sidecar_path(path))
+    except GenError as exc:
+        return str(exc)
+    if not params:
+        return "it has no gen parameters"
+    index = outputs.index(path)
+    expected: dict[str, Any] = {"kind": job.kind, "model": job.model}
+    if job.kind == "image":
+        expected.update(prompt=job.prompt, seed=entry.plan.inputs["seeds"][index])
+    elif job.kind == "style":
+        expected.update(content_index=index, prompt=f"style transfer: {Path(job.content[index]).name}")
+    else:
+        expected.update(prompt=job.prompt, seed=job.seed)
+    wrong = [key for key, value in expected.items() if params.get(key) != value]
+    return f"its {', '.join(wrong)} differ" if wrong else None
 
 
 def run_batch_job(entry: BatchJob, pipelines: PipelineCache) -> dict:
@@ -73,5 +122,5 @@ def params_from_outputs(entry: BatchJob) -> list[dict]:
         if path.suffix == ".png":
             params.append(read_png_metadata(path)[1] or {})
         elif path.suffix == ".json":
-            params.append(json.loads(path.read_text(encoding="utf-8")))
+            params.append(loads(path.read_bytes(), path.name))
     return params

@@ -8,14 +8,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import gen
-from gen.errors import GenError, user_message
+from gen.errors import GenError, printable, user_message
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class _Parser(argparse.ArgumentParser):
@@ -182,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run on Ray Data: a local Ray without ADDRESS, else join the cluster at ADDRESS")
     render.add_argument("--workers", type=int, default=1, help="Ray actors (one pipeline each); needs --ray")
     render.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per Ray actor (default 0)")
+    render.add_argument("--wait", action="store_true",
+                        help="if another gen render writes to DIR, wait for it instead of refusing")
     render.set_defaults(func=cmd_render)
 
     mask = commands.add_parser(
@@ -220,17 +225,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that clean-up runs as it does for Ctrl-C."""
+
+
+def handle_termination():
+    """Turn SIGTERM into `Terminated` (main thread only): temporaries are removed and locks released as
+    for Ctrl-C. Returns the handler it replaced (None off the main thread, where nothing changes)."""
+    def terminate(signum, frame):
+        raise Terminated()
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, terminate)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = handle_termination()
     try:
         return args.func(args)
     except GenError as exc:
         print(f"gen {args.command}: error: {user_message(exc, flag_name)}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"gen {args.command}: interrupted; finished outputs are kept, no partial file was written",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except OSError as exc:  # a disk or folder that fails while writing: one line, not a traceback
+        print(f"gen {args.command}: error: {user_message(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt as exc:
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"gen {args.command}: {how}; finished outputs are kept, no partial file was written", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 # ------------------------------------------------------------------- generation
@@ -312,7 +339,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     _quiet_libraries()
     summary = render(args.jobs, args.out, skip_invalid=args.skip_invalid, use_ray=args.ray is not None,
-                     ray_address=args.ray or None, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
+                     ray_address=args.ray or None, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                     wait=args.wait)
     print(f"{summary.done} done, {summary.skipped} already complete, {summary.failed} failed"
           + (f", {summary.invalid} invalid skipped" if summary.invalid else "") + f"; manifest: {args.out}/manifest.jsonl")
     return 1 if summary.failed else 0
@@ -429,7 +457,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if text is None and params is None:
         raise GenError(f"{args.file} carries no generation parameters")
     if text is not None:
-        print(text)
+        print(printable(text))
     if params is not None:
         print()
         print(json.dumps(params, indent=2, sort_keys=True))

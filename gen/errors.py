@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+
+# C0/C1 controls except tab and newline, DEL, and the bidirectional overrides: what lets a file's
+# text retitle a terminal, write its clipboard, rewrite a line or reorder what is shown.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 class GenError(Exception):
@@ -31,13 +36,18 @@ class BackendUnavailable(GenError):
     """The requested attention kernel cannot run here."""
 
 
+def printable(text: str) -> str:
+    """`text` with control characters written as escapes (`\\x1b`), for printing untrusted text."""
+    return _CONTROLS.sub(lambda match: repr(match.group())[1:-1], text)
+
+
 def user_message(exc: BaseException, name_of: Callable[[str], str] = lambda name: name) -> str:
-    """One line for the user: a GenError's own message (fields named by `name_of`), else the type and the
-    first line of an unexpected error."""
+    """One printable line for the user: a GenError's own message (fields named by `name_of`), else the
+    type and the first line of an unexpected error."""
     if isinstance(exc, FieldError):
-        return exc.named(name_of)
+        return printable(exc.named(name_of))
     text = str(exc).strip()
     if isinstance(exc, GenError):
-        return text
+        return printable(text)
     first = text.splitlines()[0][:300] if text else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return printable(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)

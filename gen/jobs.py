@@ -422,6 +422,16 @@ class JobPlan:
         return self.job.kind
 
     @property
+    def files(self) -> list[Path]:
+        """Every file the job may write: its outputs and, for a video with PNG frames, each frame."""
+        from gen.video_io import frame_file
+
+        frames_dir = self.inputs.get("frames_dir")
+        if frames_dir is None or not getattr(self.job, "png_frames", False):
+            return list(self.outputs)
+        return self.outputs + [frame_file(frames_dir, i) for i in range(self.job.frames)]
+
+    @property
     def pipeline_key(self) -> tuple:
         """Jobs with equal keys can share one loaded pipeline."""
         job = self.job
@@ -429,12 +439,17 @@ class JobPlan:
                 getattr(job, "train_size", None), tuple(self.inputs.get("loras", ())))
 
 
-def plan_job(job: Job) -> JobPlan:
-    """Check `job`, fix its seed and output files and load its inputs; raises before any model loads."""
+def plan_job(job: Job, resume: bool = False) -> JobPlan:
+    """Check `job`, fix its seed and output files and load its inputs; raises before any model loads.
+
+    `resume` (the batch renderer's): outputs that exist already are no error; the caller decides
+    which are this job's (and puts them in `plan.skip`). Nothing is ever replaced unless the job
+    says `overwrite`.
+    """
     if not isinstance(job, Job):
         raise TypeError(f"plan_job takes an ImageJob, StyleJob or VideoJob, got {type(job).__name__}")
     job.check()
-    return _PLANNERS[job.kind](job)
+    return _PLANNERS[job.kind](job, job.overwrite or resume)
 
 
 def default_stamp() -> str:
@@ -445,19 +460,19 @@ def _default_out(job: Job, tag: Any) -> Path:
     return Path("outputs") / f"{default_stamp()}-{tag}{job.extension}"
 
 
-def _plan_image(job: ImageJob) -> JobPlan:
+def _plan_image(job: ImageJob, existing_ok: bool) -> JobPlan:
     from gen.outputs import batch_output_paths, check_output_paths
 
     first_seed = job.seed if job.seed is not None else secrets.randbelow(2**32 - job.batch)
     seeds = [first_seed + i for i in range(job.batch)]
     out = Path(job.out) if job.out else _default_out(job, first_seed)
     outputs = batch_output_paths(out, seeds)
-    check_output_paths(outputs, job.overwrite)
+    check_output_paths(outputs, existing_ok)
     _check_backend(job)
     return JobPlan(job.replace(seed=first_seed, out=str(out)), outputs, {"seeds": seeds})
 
 
-def _plan_style(job: StyleJob) -> JobPlan:
+def _plan_style(job: StyleJob, existing_ok: bool) -> JobPlan:
     from gen.images import load_image, load_mask
     from gen.outputs import check_output_paths, named_output_paths
     from gen.validation import parse_weighted_path
@@ -470,12 +485,12 @@ def _plan_style(job: StyleJob) -> JobPlan:
     mask = load_mask(job.mask, contents[0].size) if job.mask else None
     out = Path(job.out) if job.out else _default_out(job, "style")
     outputs = named_output_paths(out, job.content)
-    check_output_paths(outputs, job.overwrite)
+    check_output_paths(outputs, existing_ok)
     _check_backend(job)
     return JobPlan(job.replace(out=str(out)), outputs, {"contents": contents, "styles": styles, "mask": mask})
 
 
-def _plan_video(job: VideoJob) -> JobPlan:
+def _plan_video(job: VideoJob, existing_ok: bool) -> JobPlan:
     from gen.outputs import check_output_paths
     from gen.validation import parse_weighted_path
     from gen.video_io import sidecar_path
@@ -488,17 +503,17 @@ def _plan_video(job: VideoJob) -> JobPlan:
     for path, _ in loras:
         check_lora_file(path)
     out = Path(job.out) if job.out else _default_out(job, seed)
-    check_output_paths([out], job.overwrite, suffixes=(".mp4",))
-    check_output_paths([sidecar_path(out)], job.overwrite, suffixes=(".json",))
+    check_output_paths([out], existing_ok, suffixes=(".mp4",))
+    check_output_paths([sidecar_path(out)], existing_ok, suffixes=(".json",))
     frames_dir = out.with_name(out.stem + "_frames")
-    if job.png_frames and frames_dir.exists() and not job.overwrite:
+    if job.png_frames and frames_dir.exists() and not existing_ok:
         raise FieldError("overwrite", f"frame folder {str(frames_dir)!r} already exists; pass {{name}} to replace it")
     planned = job.replace(frames=frames, width=width, height=height, seed=seed, out=str(out))
     return JobPlan(planned, [out, sidecar_path(out)], {"loras": loras, "frames_dir": frames_dir,
                                                        "random": preset.is_random})
 
 
-_PLANNERS: dict[str, Callable[[Any], JobPlan]] = {"image": _plan_image, "style": _plan_style, "video": _plan_video}
+_PLANNERS: dict[str, Callable[[Any, bool], JobPlan]] = {"image": _plan_image, "style": _plan_style, "video": _plan_video}
 
 
 def _check_backend(job: Job) -> None:
@@ -556,7 +571,12 @@ def uses_random_weights(plan: JobPlan, pipe) -> bool:
 
 
 def execute(plan: JobPlan, pipe, progress: Progress | None = None) -> list[dict]:
-    """Generate and write a planned job's outputs; one record (path, params, stats) per output."""
+    """Generate and write a planned job's outputs; one record (path, params, stats) per output.
+
+    First removes what killed writes of these outputs left (temporaries of processes that are gone)."""
+    from gen.outputs import remove_stale_temporaries
+
+    remove_stale_temporaries(plan.files)
     return _RUNNERS[plan.kind](plan, pipe, progress)
 
 

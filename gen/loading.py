@@ -98,16 +98,28 @@ def pipeline_from_pretrained(location: str, name: str, torch_dtype, offline_pres
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     is_local = Path(location).exists()
+    if is_local:
+        refuse_pickled_weights(Path(location))
     try:
-        # Cache first: never touches the network for a model that is already here.
-        return DiffusionPipeline.from_pretrained(location, dtype=torch_dtype, local_files_only=True)
+        # Cache first: never touches the network for a model that is already here. Safetensors only:
+        # diffusers would otherwise fall back to unpickling .bin files.
+        return DiffusionPipeline.from_pretrained(location, dtype=torch_dtype, local_files_only=True,
+                                                 use_safetensors=True)
     except (OSError, ValueError) as cached_error:
         if is_local:
             raise ModelNotAvailable(f"cannot load model folder {location!r}: {first_line(cached_error)}") from None
+        snapshot = cached_snapshot(location)
+        if snapshot is not None:
+            refuse_pickled_weights(snapshot, label=location)
+            if hub_offline():
+                raise ModelNotAvailable(
+                    f"model {name!r} ({location}) is in the Hugging Face cache ({snapshot}) but cannot be loaded: "
+                    f"{first_line(cached_error)}; download it again where the hub is reachable "
+                    f"(`hf download {location}`)") from None
     if hub_offline():
         raise ModelNotAvailable(not_cached_message(name, location, "HF_HUB_OFFLINE is set", offline_presets)) from None
     try:
-        return DiffusionPipeline.from_pretrained(location, dtype=torch_dtype)
+        return DiffusionPipeline.from_pretrained(location, dtype=torch_dtype, use_safetensors=True)
     except GatedRepoError:
         raise ModelNotAvailable(
             f"model {location!r} is gated on the Hugging Face hub: accept its licence on the model page and "
@@ -118,6 +130,31 @@ def pipeline_from_pretrained(location: str, name: str, torch_dtype, offline_pres
     except OSError:
         raise ModelNotAvailable(
             not_cached_message(name, location, "the hub could not be reached", offline_presets)) from None
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def refuse_pickled_weights(folder: Path, label: str | None = None) -> None:
+    """A one-line refusal when a component of a pipeline folder has pickled weights and no safetensors."""
+    for component in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+        files = [p for p in component.iterdir() if p.is_file()]
+        if any(p.suffix == ".safetensors" for p in files):
+            continue
+        pickled = sorted(p for p in files if p.suffix in PICKLE_SUFFIXES)
+        if pickled:
+            raise ModelNotAvailable(
+                f"model {label or str(folder)!r}: {component.name}/{pickled[0].name} is pickled; gen loads only "
+                ".safetensors weights (loading a pickle can run code). Convert it where you trust it: load the "
+                "pipeline with diffusers and save_pretrained(folder, safe_serialization=True)")
+
+
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The cached snapshot folder of a hub pipeline (it has a model_index.json), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    index = try_to_load_from_cache(repo_id, "model_index.json")
+    return Path(index).parent if isinstance(index, str) else None
 
 
 def not_cached_message(name: str, repo_id: str, reason: str, offline_presets: str = "") -> str:

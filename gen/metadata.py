@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gen.errors import GenError
+from gen.jsonio import dumps, loads
 
 PARAMETERS_KEY = "parameters"
 JSON_KEY = "gen"
@@ -74,7 +75,7 @@ def png_text_chunks(params: dict[str, Any]):
 
     info = PngInfo()
     info.add_text(PARAMETERS_KEY, a1111_parameters(params))
-    info.add_itxt(JSON_KEY, json.dumps(params, sort_keys=True))
+    info.add_itxt(JSON_KEY, dumps(params, sort_keys=True))
     return info
 
 
@@ -87,14 +88,17 @@ def read_png_metadata(path: str | Path) -> tuple[str | None, dict[str, Any] | No
         raise GenError(f"{str(path)!r} does not exist or is not a file")
     try:
         with Image.open(path) as image:
-            image.load()
-            text = dict(getattr(image, "text", {}) or {})
+            # Text chunks before the pixels are read without decoding them; only if ours are not
+            # there (a tool that writes text after the image data) are the pixels read too.
+            text = {key: value for key, value in image.info.items() if isinstance(value, str)}
+            if PARAMETERS_KEY not in text and JSON_KEY not in text and hasattr(image, "text"):
+                text = dict(image.text)
+    except Image.DecompressionBombError:
+        raise GenError(f"{path.name} is too large to read (it claims more than {2 * Image.MAX_IMAGE_PIXELS:,} "
+                       "pixels: a decompression bomb?)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise GenError(f"cannot read {path.name} as an image: {exc}") from None
-    params = None
-    if JSON_KEY in text:
-        try:
-            params = json.loads(text[JSON_KEY])
-        except json.JSONDecodeError:
-            raise GenError(f"{path.name}: its gen metadata chunk is not valid JSON") from None
+    params = loads(text[JSON_KEY], f"{path.name}: its gen metadata chunk") if JSON_KEY in text else None
+    if params is not None and not isinstance(params, dict):
+        raise GenError(f"{path.name}: its gen metadata chunk is not a JSON object")
     return text.get(PARAMETERS_KEY), params

@@ -21,13 +21,13 @@ from the pipeline class and its training size from the UNet config.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from gen.errors import GenError
+from gen.jsonio import loads
 from gen.loading import HUB_ID, choose_device, choose_dtype, pipeline_from_pretrained
 from gen.tiny_models import build_arch_pipeline, tiny_preset_path
 
@@ -130,7 +130,8 @@ def _local_preset(path: Path) -> ModelPreset:
     index = path / "model_index.json"
     if not index.is_file():
         raise GenError(f"{str(path)!r} is not a diffusers pipeline folder (no model_index.json)")
-    class_name = json.loads(index.read_text()).get("_class_name", "")
+    index_data = loads(index.read_bytes(), f"{path.name}/model_index.json")
+    class_name = index_data.get("_class_name", "") if isinstance(index_data, dict) else ""
     return ModelPreset(str(path), _family_of(class_name, str(path)), "local", str(path), 0, 30, 7.5)
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gen.errors import GenError
+from gen.jsonio import dumps, loads
 from gen.outputs import atomic_write
 
 
@@ -60,18 +60,20 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     sidecar = sidecar_path(path)
     if not sidecar.is_file():
         raise GenError(f"{Path(path).name} has no parameter sidecar ({sidecar.name} not found)")
-    try:
-        params = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise GenError(f"{sidecar.name} is not valid JSON") from None
+    params = loads(sidecar.read_bytes(), sidecar.name)
     if not isinstance(params, dict) or params.get("kind") != "video":
         raise GenError(f"{sidecar.name} is not a gen video sidecar (no \"kind\": \"video\")")
     return params
 
 
 def write_sidecar(video: str | Path, params: dict[str, Any], overwrite: bool = False) -> Path:
-    text = json.dumps(params, indent=2, sort_keys=True)
+    text = dumps(params, indent=2, sort_keys=True)
     return atomic_write(sidecar_path(video), lambda tmp: tmp.write_text(text), overwrite=overwrite)
+
+
+def frame_file(folder: str | Path, index: int) -> Path:
+    """Where frame `index` (from 0) of a video's PNG frames goes: frame_0001.png, …"""
+    return Path(folder) / f"frame_{index + 1:04d}.png"
 
 
 def write_png_frames(folder: str | Path, frames: np.ndarray, overwrite: bool = False,
@@ -79,14 +81,12 @@ def write_png_frames(folder: str | Path, frames: np.ndarray, overwrite: bool = F
     """frame_0001.png, …; `keep_existing` leaves frames an interrupted run already wrote."""
     from PIL import Image
 
-    folder = Path(folder)
     frames = to_uint8_frames(frames)
     paths = []
     for index, frame in enumerate(frames):
-        image = Image.fromarray(frame)
-        if keep_existing and (folder / f"frame_{index + 1:04d}.png").exists():
-            paths.append(folder / f"frame_{index + 1:04d}.png")
-            continue
-        paths.append(atomic_write(folder / f"frame_{index + 1:04d}.png",
-                                  lambda tmp, image=image: image.save(tmp, format="PNG"), overwrite=overwrite))
+        path = frame_file(folder, index)
+        if not (keep_existing and path.exists()):
+            image = Image.fromarray(frame)
+            atomic_write(path, lambda tmp, image=image: image.save(tmp, format="PNG"), overwrite=overwrite)
+        paths.append(path)
     return paths

@@ -6,12 +6,12 @@ tokens, derived from the pixel frame count and size by each model's VAE and patc
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gen.attention.radial import VideoLayout
 from gen.errors import FieldError, GenError
+from gen.jsonio import loads
 from gen.loading import HUB_ID, hub_offline
 
 
@@ -33,6 +33,7 @@ class VideoPreset:
     temporal_ratio: int = 4  # VAE: F = 1 + (frames − 1) / 4
     patch: tuple[int, int, int] = (1, 2, 2)  # (frames, height, width)
     text_tokens: int = 0  # appended to the video tokens inside attention (HunyuanVideo)
+    max_positions: int | None = None  # rotary positions per axis (Wan: rope_max_seq_len); None: no limit
     description: str = ""
 
     @property
@@ -54,18 +55,18 @@ VIDEO_PRESETS: dict[str, VideoPreset] = {
     p.name: p
     for p in [
         VideoPreset("wan2.1-1.3b", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "wan", "hub", 81, 832, 480, 50, 5.0,
-                    0.2, 1, 12, description="Wan2.1 text-to-video 1.3B"),
+                    0.2, 1, 12, max_positions=1024, description="Wan2.1 text-to-video 1.3B"),
         VideoPreset("wan2.1-14b", "Wan-AI/Wan2.1-T2V-14B-Diffusers", "wan", "hub", 81, 1280, 720, 50, 5.0,
-                    0.2, 1, 12, description="Wan2.1 text-to-video 14B"),
+                    0.2, 1, 12, max_positions=1024, description="Wan2.1 text-to-video 14B"),
         VideoPreset("wan2.2-a14b", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", "wan", "hub", 81, 1280, 720, 40, 4.0,
-                    0.2, 1, 12, description="Wan2.2 text-to-video A14B (two transformers)"),
+                    0.2, 1, 12, max_positions=1024, description="Wan2.2 text-to-video A14B (two transformers)"),
         VideoPreset("hunyuan-video", "hunyuanvideo-community/HunyuanVideo", "hunyuan", "hub", 129, 1280, 720, 50,
                     6.0, 0.95, 0, 12, text_tokens=256, description="HunyuanVideo"),
-        VideoPreset("tiny-wan", None, "wan", "tiny", 17, 64, 64, 4, 5.0, 0.2, 1, 1,
+        VideoPreset("tiny-wan", None, "wan", "tiny", 17, 64, 64, 4, 5.0, 0.2, 1, 1, max_positions=64,
                     description="tiny random Wan-shaped model (offline tests and demos)"),
         VideoPreset("tiny-hunyuan", None, "hunyuan", "tiny", 17, 64, 64, 4, 6.0, 0.95, 0, 1, text_tokens=16,
                     description="tiny random HunyuanVideo-shaped model (offline tests and demos)"),
-        VideoPreset("arch-wan-1.3b", None, "wan", "arch", 81, 832, 480, 50, 5.0, 0.2, 1, 12,
+        VideoPreset("arch-wan-1.3b", None, "wan", "arch", 81, 832, 480, 50, 5.0, 0.2, 1, 12, max_positions=1024,
                     description="Wan2.1-1.3B architecture, random weights (benchmarks)"),
     ]
 }
@@ -119,31 +120,39 @@ def _hub_config(repo_id: str, file: str):
 def _derived_preset(name: str, location: str, source: str, config_file) -> VideoPreset:
     def read(file: str) -> dict:
         try:
-            return json.loads(Path(config_file(file)).read_text(encoding="utf-8"))
+            data = Path(config_file(file)).read_bytes()
         except OSError:
             raise GenError(f"video model {name!r} has no {file}; is it a diffusers pipeline folder?") from None
-        except json.JSONDecodeError:
-            raise GenError(f"video model {name!r}: {file} is not valid JSON") from None
+        config = loads(data, f"video model {name!r}: {file}")
+        if not isinstance(config, dict):
+            raise GenError(f"video model {name!r}: {file} is not a JSON object")
+        return config
 
     class_name = read("model_index.json").get("_class_name", "")
     if class_name not in VIDEO_PIPELINES:
         raise GenError(f"model {name!r} is a {class_name or 'unknown pipeline'}; video supports "
                        f"{' and '.join(VIDEO_PIPELINES)}")
     vae, transformer = read("vae/config.json"), read("transformer/config.json")
+    max_positions = None
     if class_name == "WanPipeline":
         spatial, temporal = vae.get("scale_factor_spatial", 8), vae.get("scale_factor_temporal", 4)
         patch = transformer.get("patch_size", (1, 2, 2))
+        max_positions = int(transformer.get("rope_max_seq_len", 1024))
     else:
         spatial, temporal = vae.get("spatial_compression_ratio", 8), vae.get("temporal_compression_ratio", 4)
         size = transformer.get("patch_size", 2)
         patch = (transformer.get("patch_size_t", 1), size, size)
     return replace(VIDEO_PRESETS[VIDEO_PIPELINES[class_name]], name=name, repo_id=location, source=source,
                    spatial_ratio=int(spatial), temporal_ratio=int(temporal), patch=tuple(int(p) for p in patch),
-                   description=f"{class_name} from {location}")
+                   max_positions=max_positions, description=f"{class_name} from {location}")
+
+
+MAX_VIDEO_TOKENS = 2**20  # attention tokens of one video (~1M): its masks and buffers are then a few hundred MB
 
 
 def check_video_shape(preset: VideoPreset, frames: int, width: int, height: int) -> None:
-    """Frame counts the VAE can take (temporal ratio·k + 1) and sizes on the patch grid."""
+    """Frame counts the VAE can take (temporal ratio·k + 1), sizes on the patch grid, and nothing larger
+    than the model's rotary positions reach or than gen can hold (checked before anything is allocated)."""
     t = preset.temporal_ratio
     if frames < 1 or (frames - 1) % t:
         below = max(1, (frames - 1) // t * t + 1)
@@ -157,6 +166,29 @@ def check_video_shape(preset: VideoPreset, frames: int, width: int, height: int)
             below = value // m * m
             options = " or ".join(str(v) for v in (below, below + m) if v >= m)
             raise FieldError(label, f"{{name}} {value} is not a multiple of {m}; nearest valid: {options}")
+    limit = preset.max_positions
+    if limit is not None:
+        most_frames = (limit * preset.patch[0] - 1) * t + 1
+        if latent_frames(preset, frames) // preset.patch[0] > limit:
+            raise FieldError("frames", f"{{name}} {frames} is more than {preset.name} takes: at most {most_frames} "
+                             f"frames (its rotary positions reach {limit} latent frames)")
+        for label, value in (("width", width), ("height", height)):
+            if value // m > limit:
+                raise FieldError(label, f"{{name}} {value} is more than {preset.name} takes: at most {limit * m} pixels")
+    tokens = video_token_count(preset, frames, width, height) + preset.text_tokens
+    if tokens > MAX_VIDEO_TOKENS:
+        raise FieldError("frames", f"{frames} frames at {width}x{height} are {tokens:,} attention tokens, more than "
+                         f"gen handles ({MAX_VIDEO_TOKENS:,}); ask for fewer frames or a smaller size")
+
+
+def latent_frames(preset: VideoPreset, frames: int) -> int:
+    return 1 + (frames - 1) // preset.temporal_ratio
+
+
+def video_token_count(preset: VideoPreset, frames: int, width: int, height: int) -> int:
+    """Video tokens after the VAE and patching: latent frames / p_t × (h / p_h) × (w / p_w)."""
+    return (latent_frames(preset, frames) // preset.patch[0] * (height // preset.spatial_ratio // preset.patch[1])
+            * (width // preset.spatial_ratio // preset.patch[2]))
 
 
 def check_lora_file(path: str) -> None:
@@ -174,8 +206,7 @@ def video_layout(preset: VideoPreset, frames: int, width: int, height: int, deca
                  text_tokens: int | None = None) -> VideoLayout:
     """The attention token layout of a video of `frames` pixel frames at width×height."""
     check_video_shape(preset, frames, width, height)
-    latent_frames = 1 + (frames - 1) // preset.temporal_ratio
-    f = latent_frames // preset.patch[0]
+    f = latent_frames(preset, frames) // preset.patch[0]
     h = height // preset.spatial_ratio // preset.patch[1]
     w = width // preset.spatial_ratio // preset.patch[2]
     return VideoLayout(

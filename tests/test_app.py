@@ -137,6 +137,45 @@ def test_invalid_video_and_style_input(served):
                        "tiny-sd", 0.5, 1.5, 2, "64", False, None, None, api_name="/style")
 
 
+def _bad_files(folder: Path) -> dict[str, Path]:
+    from PIL.PngImagePlugin import PngInfo
+    from samples import DEEP, bomb_png
+
+    (folder / "notes.png").write_text("not a picture")
+    info = PngInfo()
+    info.add_text("gen", "x" * (8 * 2**20), zip=True)  # 8 MB of text in a few kB: a zTXt bomb
+    Image.new("RGB", (8, 8)).save(folder / "ztxt.png", pnginfo=info)
+    (folder / "deep.json").write_text(DEEP)
+    return {"bomb": bomb_png(folder / "bomb.png"), "text": folder / "notes.png", "ztxt": folder / "ztxt.png",
+            "deep": folder / "deep.json"}
+
+
+@pytest.mark.parametrize("case,endpoint,message", [
+    ("bomb", "/png_info", "bomb.png is too large to read"),
+    ("text", "/png_info", "cannot read notes.png as an image"),
+    ("ztxt", "/png_info", "cannot read ztxt.png as an image"),
+    ("deep", "/video_info", "deep.json is not usable JSON: nested too deeply"),
+    ("bomb", "/style", "content image bomb.png is too large"),
+    ("text", "/style", "content image notes.png is not an image file"),
+])
+def test_hostile_uploads_get_gens_one_line_message(served, tmp_path, case, endpoint, message):
+    _, client = served
+    upload = handle_file(str(_bad_files(tmp_path)[case]))
+    arguments = ((upload, [handle_file(str(ASSETS / "brick.jpg"))], "", "tiny-sd", 0.5, 1.5, 2, "64", False, None,
+                  None) if endpoint == "/style" else (upload,))
+    with pytest.raises(Exception) as refused:
+        client.predict(*arguments, api_name=endpoint)
+    assert message in str(refused.value) and "upstream" not in str(refused.value)
+
+
+@pytest.mark.parametrize("frames,message", [(100001, "Frames 100001 is more than wan2.1-1.3b takes"),
+                                            (1000001, "Frames 1000001 is more than wan2.1-1.3b takes")])
+def test_the_mask_picture_refuses_huge_layouts_quickly(served, frames, message):
+    _, client = served
+    with pytest.raises(Exception, match=message):
+        client.predict("wan2.1-1.3b", frames, 832, 480, "", "block", api_name="/mask")
+
+
 def test_many_clients_complete_or_hear_the_queue_is_full(served):
     url, _ = served
     clients = [Client(url, verbose=False) for _ in range(QUEUE_SIZE + 6)]
