@@ -106,11 +106,10 @@ class Job:
         from gen.validation import parse_weighted_path
 
         def resolve(spec: str) -> str:
-            path, weight = parse_weighted_path(spec)
+            path = parse_weighted_path(spec)[0]
             if not path or Path(path).expanduser().is_absolute():
                 return spec
-            full = str(folder / path)
-            return full if spec == path else f"{full}:{weight:g}"
+            return str(folder / path) + spec[len(path):]  # the weight as written
 
         changes = {}
         for name in self.file_fields:
