@@ -30,7 +30,6 @@ layout (×1, ×2, ×4 frames), and one arch-wan-1.3b denoising step at 81 × 480
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import statistics
 import sys
@@ -247,8 +246,8 @@ def check_style(profile: Profile, device: torch.device) -> bool:
 def check_radial(profile: Profile, device: torch.device) -> bool:
     """Radial attention: FlexAttention against SDPA with the boolean mask, the attention-alone table,
     and one video denoising step (arch-wan-1.3b at 81 × 480 × 832 on a GPU), dense vs radial."""
-    from gen.attention.radial import VideoLayout, radial_attention, reference_radial_attention
-    from gen.attention.video import RadialState, install_radial
+    from gen.attention.radial import VideoLayout, radial_sparse_attention, reference_radial_attention
+    from gen.attention.video import RadialConfig, RadialStats, install_radial
 
     dtype = torch.bfloat16 if profile.video_bf16 else torch.float32
     ok = True
@@ -256,7 +255,7 @@ def check_radial(profile: Profile, device: torch.device) -> bool:
         layout = VideoLayout(frames=8, tokens_per_frame=30 * 52 if profile.video_bf16 else 300, flavour="wan")
         g = torch.Generator().manual_seed(0)
         q, k, v = (torch.randn(1, 4, layout.total_tokens, 128, generator=g).to(device, dtype) for _ in range(3))
-        err = (radial_attention(q, k, v, layout, granularity).float()
+        err = (radial_sparse_attention(q, k, v, layout, granularity).float()
                - reference_radial_attention(q, k, v, layout, granularity).float()).abs().max().item()
         ok &= check(f"radial FlexAttention ({granularity}) == SDPA with the mask, {dtype}", err < 2e-2,
                     f"max err {err:.2e}")
@@ -274,22 +273,18 @@ def check_radial(profile: Profile, device: torch.device) -> bool:
         with torch.inference_mode():
             transformer(latents, timestep, text)
 
-    state = RadialState(dense_layers=1, dense_steps=0)
+    stats = RadialStats()
 
-    @contextlib.contextmanager
-    def radial():
-        installation, hook = install_radial(transformer, state)
-        with installation:
-            yield
-        hook.remove()
+    def radial():  # installed around each timed step, as a pipeline call installs it once per video
+        return install_radial(transformer, RadialConfig(dense_layers=1, dense_steps=0), stats=stats)
 
     times = alternate({"dense": step, "radial": step}, 3, device, warmup=1, contexts={"radial": radial})
     dense, radial_s = statistics.median(times["dense"]), statistics.median(times["radial"])
-    ok &= check(f"{label}: radial processors ran", state.radial_calls > 0, f"{state.radial_calls} radial calls")
+    ok &= check(f"{label}: radial processors ran", stats.radial_calls > 0, f"{stats.radial_calls} radial calls")
     say()
     say(f"{label}, one denoising step (one transformer call): dense {dense:.3f}s, radial (block 0 dense) "
         f"{radial_s:.3f}s, speedup {dense / radial_s:.2f}x")
-    del transformer
+    transformer = latents = text = None  # free the model before the next check
     free_memory(device)
     return ok
 

@@ -1,7 +1,7 @@
-"""Attention alone: dense SDPA vs radial FlexAttention on Wan2.1-1.3B's real token layout.
+"""Attention alone: dense SDPA vs radial FlexAttention on a video model's real token layout.
 
-The layout is 21 latent frames × 30 × 52 tokens (81 frames at 480×832), then 2× and 4×
-as many latent frames. Few heads keep CPU time sane (attention cost is linear in heads).
+The layout is the model's default one (`--model`; Wan2.1-1.3B: 21 latent frames × 30 × 52 tokens,
+81 frames at 480×832; HunyuanVideo models add their text tokens), then 2× and 4× as many latent frames. Few heads keep CPU time sane (attention cost is linear in heads).
 Rounds alternate dense and radial in one run; the table gives medians and:
 
   speedup       dense time / radial time   (target ≥ 0.7 × 1 / density at ≥ 32k tokens)
@@ -15,6 +15,7 @@ the best speedup any mask of that density can reach with it.
 
     python benchmarks/radial_attention.py                    # CPU, 1 head, ×1 ×2 ×4 frames
     python benchmarks/radial_attention.py --device cuda --heads 12 --dtype bf16
+    python benchmarks/radial_attention.py --model wan2.2-ti2v-5b --multipliers 1 2   # 31 × 880 tokens
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from timing import alternate, machine_description  # noqa: E402
 
-from gen.attention.radial import block_classes, compiled_flex_attention, radial_attention  # noqa: E402
+from gen.attention.radial import block_classes, compiled_flex_attention, radial_sparse_attention  # noqa: E402
 from gen.video_models import VIDEO_PRESETS, video_layout  # noqa: E402
 
 
@@ -51,12 +52,12 @@ def all_kept_block_mask(tokens: int, block: int, device: torch.device):
 
 
 def run(multipliers: list[int], heads: int, head_dim: int, rounds: int, device: str, dtype: torch.dtype,
-        granularity: str, ceiling: bool = False) -> list[dict]:
+        granularity: str, ceiling: bool = False, model: str = "wan2.1-1.3b") -> list[dict]:
     dev = torch.device(device)
-    preset = VIDEO_PRESETS["wan2.1-1.3b"]
+    preset = VIDEO_PRESETS[model]
     rows = []
     for multiplier in multipliers:
-        base = video_layout(preset, preset.frames, preset.width, preset.height)  # 21 × 1560 tokens
+        base = video_layout(preset, preset.frames, preset.width, preset.height)  # Wan2.1-1.3B: 21 × 1560 tokens
         layout = dataclasses.replace(base, frames=base.frames * multiplier)
         g = torch.Generator().manual_seed(0)
         q, k, v = (torch.randn(1, heads, layout.total_tokens, head_dim, generator=g).to(dev, dtype)
@@ -64,10 +65,10 @@ def run(multipliers: list[int], heads: int, head_dim: int, rounds: int, device: 
         full, partial = block_classes(layout, granularity)
         kept = int((full | partial).sum())
         started = time.perf_counter()
-        radial_attention(q, k, v, layout, granularity)  # builds the mask, compiles for this shape
+        radial_sparse_attention(q, k, v, layout, granularity)  # builds the mask, compiles for this shape
         setup = time.perf_counter() - started
         variants = {"dense": lambda: F.scaled_dot_product_attention(q, k, v),
-                    "radial": lambda: radial_attention(q, k, v, layout, granularity)}
+                    "radial": lambda: radial_sparse_attention(q, k, v, layout, granularity)}
         if ceiling:
             everything = all_kept_block_mask(layout.total_tokens, layout.block, dev)
             compiled_flex_attention()(q, k, v, block_mask=everything)  # compile outside the timing
@@ -102,6 +103,8 @@ def table(rows: list[dict], facts: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="wan2.1-1.3b", choices=list(VIDEO_PRESETS),
+                        help="whose default layout (frames, size, text tokens, decay) to time")
     parser.add_argument("--multipliers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--heads", type=int, default=1)
     parser.add_argument("--head-dim", type=int, default=128)
@@ -113,10 +116,13 @@ def main() -> None:
     args = parser.parse_args()
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     rows = run(args.multipliers, args.heads, args.head_dim, args.rounds, args.device, dtype, args.granularity,
-               args.ceiling)
-    facts = (f"# radial vs dense attention, {machine_description(torch.device(args.device))}, {args.heads} head(s) × "
-             f"{args.head_dim}, {args.dtype}, {args.granularity} granularity, decay 0.2, {args.rounds} alternated "
-             f"rounds, {time.strftime('%Y-%m-%d')}")
+               args.ceiling, args.model)
+    preset = VIDEO_PRESETS[args.model]
+    facts = (f"# radial vs dense attention, {args.model} layout ({preset.frames} frames {preset.width}x{preset.height}"
+             f"{f', {preset.text_tokens} text tokens' if preset.text_tokens else ''}), "
+             f"{machine_description(torch.device(args.device))}, {args.heads} head(s) × {args.head_dim}, {args.dtype}, "
+             f"{args.granularity} granularity, decay {preset.decay:g}, {args.rounds} alternated rounds, "
+             f"{time.strftime('%Y-%m-%d')}")
     print("\n".join(table(rows, facts)))
 
 

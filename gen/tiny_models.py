@@ -198,28 +198,102 @@ def build_arch_pipeline(name: str, device="cpu", dtype=None):
 # ---------------------------------------------------------------- video models
 
 
-def build_tiny_wan():
-    """A Wan2.1-shaped pipeline with seeded random weights and a locally built tokenizer."""
-    import torch
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+def _tiny_wan_text():
+    """Wan's text side: a byte-level tokenizer (512 tokens, the length Wan's processors assume) and a tiny UMT5."""
     from transformers import UMT5Config, UMT5EncoderModel
 
-    torch.manual_seed(0)
     tokenizer = build_tokenizer(model_max_length=512)
     text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64,
                                                num_layers=2, num_heads=4, relative_attention_num_buckets=8,
                                                pad_token_id=1, eos_token_id=1, decoder_start_token_id=0))
-    vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                           temperal_downsample=[False, True, True],
-                           latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
-        text_dim=32, freq_dim=32, ffn_dim=64, num_layers=3, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=64,
+    return tokenizer, text_encoder
+
+
+def _tiny_wan_vae(latent_channels: int = 4, spatial: int = 8):
+    """Wan's causal 3D VAE: 4 latent channels at 8× (Wan2.1), or 48 at 16× with a 2× patchify (Wan2.2-TI2V-5B)."""
+    from diffusers import AutoencoderKLWan
+
+    patchify = dict(is_residual=True, patch_size=2, in_channels=12, out_channels=12) if spatial == 16 else {}
+    return AutoencoderKLWan(base_dim=8, z_dim=latent_channels, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                            temperal_downsample=[False, True, True], latents_mean=[0.0] * latent_channels,
+                            latents_std=[1.0] * latent_channels, scale_factor_spatial=spatial, **patchify)
+
+
+def _tiny_wan_transformer(in_channels: int = 4, out_channels: int = 4, **image):
+    from diffusers import WanTransformer3DModel
+
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=in_channels,
+        out_channels=out_channels, text_dim=32, freq_dim=32, ffn_dim=64, num_layers=3, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=64, **image,
     )
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
-    return WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
-                       transformer=transformer)
+
+
+def build_tiny_wan():
+    """A Wan2.1-shaped pipeline with seeded random weights and a locally built tokenizer."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    torch.manual_seed(0)
+    tokenizer, text_encoder = _tiny_wan_text()
+    vae = _tiny_wan_vae()
+    transformer = _tiny_wan_transformer()
+    return WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), transformer=transformer)
+
+
+def _clip_vision(image_size: int, patch_size: int):
+    """A tiny CLIP vision tower and its image processor (Wan2.1-I2V's image encoder, LLaVA's vision tower)."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    config = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=image_size, patch_size=patch_size, projection_dim=16)
+    processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                   crop_size={"height": image_size, "width": image_size})
+    return config, CLIPVisionModel(config), processor
+
+
+def build_tiny_wan_i2v():
+    """Wan2.1-I2V-shaped: a CLIP image encoder whose features enter cross-attention through `add_k_proj`/
+    `add_v_proj`; the conditioning latents (mask + first frame) join on the channel axis (4 + 4 + 4)."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
+
+    torch.manual_seed(0)
+    tokenizer, text_encoder = _tiny_wan_text()
+    _, image_encoder, image_processor = _clip_vision(32, 8)
+    transformer = _tiny_wan_transformer(in_channels=12, image_dim=16, added_kv_proj_dim=32)
+    return WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=_tiny_wan_vae(),
+                                   scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), image_processor=image_processor,
+                                   image_encoder=image_encoder, transformer=transformer)
+
+
+def build_tiny_wan22_i2v():
+    """Wan2.2-I2V-A14B-shaped: high- and low-noise transformers switched at a boundary, no image encoder."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
+
+    torch.manual_seed(0)
+    tokenizer, text_encoder = _tiny_wan_text()
+    vae = _tiny_wan_vae()
+    transformer, transformer_2 = _tiny_wan_transformer(in_channels=12), _tiny_wan_transformer(in_channels=12)
+    return WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
+                                   scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), transformer=transformer,
+                                   transformer_2=transformer_2, boundary_ratio=0.875)  # 2 steps: one per expert
+
+
+def build_tiny_wan_ti2v():
+    """Wan2.2-TI2V-5B-shaped: a 48-channel VAE at 16× spatial compression and per-token timesteps
+    (`expand_timesteps`); loaded as a WanPipeline, image-to-video through `WanImageToVideoPipeline.from_pipe`."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    torch.manual_seed(0)
+    tokenizer, text_encoder = _tiny_wan_text()
+    vae = _tiny_wan_vae(latent_channels=48, spatial=16)
+    transformer = _tiny_wan_transformer(in_channels=48, out_channels=48)
+    return WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), expand_timesteps=True)
 
 
 def build_arch_wan_transformer(device="cpu", dtype=None):
@@ -237,19 +311,11 @@ def build_arch_wan_transformer(device="cpu", dtype=None):
 
 
 
-def build_tiny_hunyuan():
-    """A HunyuanVideo-shaped pipeline: LLaMA + CLIP text encoders, joint video/text attention."""
-    import torch
-    from diffusers import (AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline,
-                           HunyuanVideoTransformer3DModel)
-    from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
+def _tiny_hunyuan_parts():
+    """HunyuanVideo's CLIP text encoder (pooled) and 3D VAE, shared by its text- and image-to-video models."""
+    from diffusers import AutoencoderKLHunyuanVideo
+    from transformers import CLIPTextConfig, CLIPTextModel
 
-    torch.manual_seed(0)
-    tokenizer = build_tokenizer(model_max_length=1024)
-    text_encoder = LlamaModel(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
-                                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                                          max_position_embeddings=2048, bos_token_id=0, eos_token_id=1,
-                                          pad_token_id=1))
     tokenizer_2 = build_tokenizer()
     text_encoder_2 = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer_2), hidden_size=8, intermediate_size=16,
                                                   num_hidden_layers=1, num_attention_heads=2, projection_dim=8,
@@ -261,18 +327,138 @@ def build_tiny_hunyuan():
         act_fn="silu", norm_num_groups=4, scaling_factor=0.476986, spatial_compression_ratio=8,
         temporal_compression_ratio=4, mid_block_add_attention=True,
     )
-    transformer = HunyuanVideoTransformer3DModel(
+    return tokenizer_2, text_encoder_2, vae
+
+
+def _tiny_hunyuan_transformer(**image):
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    return HunyuanVideoTransformer3DModel(
         in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=1,
         num_single_layers=2, num_refiner_layers=1, patch_size=2, patch_size_t=1, text_embed_dim=16,
-        pooled_projection_dim=8, rope_axes_dim=(4, 6, 6),
+        pooled_projection_dim=8, rope_axes_dim=(4, 6, 6), **image,
     )
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)
-    return HunyuanVideoPipeline(text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, vae=vae,
-                                scheduler=scheduler, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
+
+
+def build_tiny_hunyuan():
+    """A HunyuanVideo-shaped pipeline: LLaMA + CLIP text encoders, joint video/text attention."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline
+    from transformers import LlamaConfig, LlamaModel
+
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(model_max_length=1024)
+    text_encoder = LlamaModel(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                          max_position_embeddings=2048, bos_token_id=0, eos_token_id=1,
+                                          pad_token_id=1))
+    tokenizer_2, text_encoder_2, vae = _tiny_hunyuan_parts()
+    return HunyuanVideoPipeline(text_encoder=text_encoder, tokenizer=tokenizer, transformer=_tiny_hunyuan_transformer(),
+                                vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+                                text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
+
+
+def build_template_tokenizer(template: str, specials: list[str], vocab_size: int = 600):
+    """A byte-level BPE tokenizer whose merges are learnt from a prompt template (deterministic, offline), so that
+    the template is short in tokens and its special tokens are single tokens, as with the real tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator([template], trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(single=f"{specials[0]} $A",
+                                                             special_tokens=[(specials[0], 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=specials[0], pad_token=specials[1],
+                                   eos_token=specials[2], model_max_length=4096)
+
+
+def build_tiny_hunyuan_i2v():
+    """HunyuanVideo-I2V-shaped: a LLaVA text encoder sees the image (576 image tokens, every 4th kept) and the
+    prompt, which join the text tokens; the first latent frame is replaced by the image's (`token_replace`)."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoImageToVideoPipeline
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import DEFAULT_PROMPT_TEMPLATE
+    from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    torch.manual_seed(0)
+    specials = ["<|begin_of_text|>", "<pad>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>", "<image>"]
+    tokenizer = build_template_tokenizer(DEFAULT_PROMPT_TEMPLATE["template"], specials)
+    vision, _, image_processor = _clip_vision(48, 2)  # 24 × 24 = 576 patches, as LLaVA's 336 px / 14
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048, bos_token_id=0,
+                       eos_token_id=2, pad_token_id=1)
+    text_encoder = LlavaForConditionalGeneration(LlavaConfig(
+        vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        pad_token_id=1))
+    tokenizer_2, text_encoder_2, vae = _tiny_hunyuan_parts()
+    return HunyuanVideoImageToVideoPipeline(
+        text_encoder=text_encoder, tokenizer=tokenizer, transformer=_tiny_hunyuan_transformer(
+            image_condition_type="token_replace"), vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, image_processor=image_processor)
+
+
+_QWEN_CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def _tiny_hunyuan15(task: str):
+    """HunyuanVideo-1.5-shaped parts: Qwen2.5-VL text + ByT5 glyph encoders, a 16× VAE with 4 latent channels,
+    a transformer with patch 1 whose text tokens are image (729) + ByT5 (256) + MLLM (1000), valid ones first."""
+    from diffusers import (AutoencoderKLHunyuanVideo15, ClassifierFreeGuidance, FlowMatchEulerDiscreteScheduler,
+                           HunyuanVideo15Transformer3DModel)
+    from transformers import ByT5Tokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, T5Config, T5EncoderModel
+
+    tokenizer = build_tokenizer(model_max_length=2048)
+    tokenizer.chat_template = _QWEN_CHAT
+    text_encoder = Qwen2_5_VLTextModel(Qwen2_5_VLTextConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=2048, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]}))
+    tokenizer_2 = ByT5Tokenizer()
+    text_encoder_2 = T5EncoderModel(T5Config(vocab_size=len(tokenizer_2), d_model=16, d_kv=8, d_ff=32, num_layers=1,
+                                             num_heads=2, relative_attention_num_buckets=8))
+    vae = AutoencoderKLHunyuanVideo15(latent_channels=4, block_out_channels=(8, 8, 8, 8, 8), layers_per_block=1,
+                                      spatial_compression_ratio=16, temporal_compression_ratio=4)
+    transformer = HunyuanVideo15Transformer3DModel(
+        in_channels=9, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=2,
+        num_refiner_layers=1, patch_size=1, patch_size_t=1, text_embed_dim=16, text_embed_2_dim=16,
+        image_embed_dim=16, rope_axes_dim=(4, 6, 6), target_size=64, task_type=task)
+    return dict(text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, vae=vae,
+                scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=text_encoder_2,
+                tokenizer_2=tokenizer_2, guider=ClassifierFreeGuidance(guidance_scale=6.0))
+
+
+def build_tiny_hunyuan15():
+    import torch
+    from diffusers import HunyuanVideo15Pipeline
+
+    torch.manual_seed(0)
+    return HunyuanVideo15Pipeline(**_tiny_hunyuan15("t2v"))
+
+
+def build_tiny_hunyuan15_i2v():
+    """HunyuanVideo-1.5-I2V-shaped: a SigLIP image encoder (27 × 27 = 729 tokens) adds the image tokens."""
+    import torch
+    from diffusers import HunyuanVideo15ImageToVideoPipeline
+    from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+
+    torch.manual_seed(0)
+    parts = _tiny_hunyuan15("i2v")
+    image_encoder = SiglipVisionModel(SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                                         num_attention_heads=2, image_size=54, patch_size=2))
+    return HunyuanVideo15ImageToVideoPipeline(**parts, image_encoder=image_encoder,
+                                              feature_extractor=SiglipImageProcessor(size={"height": 54, "width": 54}))
 
 
 TINY_BUILDERS = {"tiny-sd": build_tiny_sd, "tiny-sdxl": build_tiny_sdxl, "tiny-wan": build_tiny_wan,
-                 "tiny-hunyuan": build_tiny_hunyuan}
+                 "tiny-wan-i2v": build_tiny_wan_i2v, "tiny-wan22-i2v": build_tiny_wan22_i2v,
+                 "tiny-wan-ti2v": build_tiny_wan_ti2v, "tiny-hunyuan": build_tiny_hunyuan,
+                 "tiny-hunyuan-i2v": build_tiny_hunyuan_i2v, "tiny-hunyuan15": build_tiny_hunyuan15,
+                 "tiny-hunyuan15-i2v": build_tiny_hunyuan15_i2v}
 
 
 # ---------------------------------------------------------------- saved tiny presets

@@ -1,4 +1,5 @@
-"""Writing videos: H.264 MP4 that browsers play (via imageio-ffmpeg), PNG frames, JSON sidecar."""
+"""Videos in and out: reading an input video's frames, writing H.264 MP4 that browsers play (via imageio-ffmpeg),
+PNG frames and the JSON sidecar, and the content hashes of inputs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from gen.errors import GenError
 from gen.jsonio import dumps, loads
 from gen.outputs import atomic_write
 
+MAX_INPUT_SIDE = 8192  # input video frames larger than this are refused rather than decoded
+
 
 def to_uint8_frames(frames: np.ndarray) -> np.ndarray:
     """(F, H, W, 3) floats in [0, 1] (diffusers' "np" output) → uint8."""
@@ -21,10 +24,7 @@ def to_uint8_frames(frames: np.ndarray) -> np.ndarray:
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 16, overwrite: bool = False) -> Path:
     """H.264, yuv420p (what browsers play), written atomically."""
-    try:
-        import imageio_ffmpeg
-    except ImportError:
-        raise GenError("writing MP4 needs the video extra: pip install 'gen[video]'") from None
+    imageio_ffmpeg = _ffmpeg()
     frames = to_uint8_frames(frames)
     _, height, width, _ = frames.shape
 
@@ -49,6 +49,68 @@ def read_mp4_info(path: str | Path) -> dict[str, Any]:
     count = sum(1 for _ in reader)
     return {"frames": count, "width": meta["size"][0], "height": meta["size"][1], "fps": meta["fps"],
             "codec": meta.get("codec")}
+
+
+def _ffmpeg():
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise GenError("reading and writing MP4 needs the video extra: pip install 'gen[video]'") from None
+    return imageio_ffmpeg
+
+
+def video_frame_count(path: str | Path, label: str = "input video") -> int:
+    """The number of frames of a video file (ffmpeg counts them: exact, without keeping any); a one-line
+    error when the file is missing or not a video ffmpeg can read."""
+    path = Path(path)
+    if not path.is_file():
+        raise GenError(f"{label} {str(path)!r} does not exist or is not a file")
+    try:
+        frames, _ = _ffmpeg().count_frames_and_secs(str(path))
+    except (RuntimeError, OSError, ValueError, StopIteration):
+        raise GenError(f"{label} {path.name} cannot be read as a video (corrupt, or not a video file?)") from None
+    if frames < 1:
+        raise GenError(f"{label} {path.name} has no frames")
+    return int(frames)
+
+
+def read_video(path: str | Path, frames: int, label: str = "input video") -> list[np.ndarray]:
+    """The first `frames` frames of a video file as (H, W, 3) uint8 arrays; refused in one line when the file
+    cannot be read, has fewer frames, or frames larger than MAX_INPUT_SIDE pixels."""
+    path = Path(path)
+    if not path.is_file():
+        raise GenError(f"{label} {str(path)!r} does not exist or is not a file")
+    try:
+        reader = _ffmpeg().read_frames(str(path))
+        meta = next(reader)
+        width, height = meta["size"]
+        if max(width, height) > MAX_INPUT_SIDE:
+            reader.close()
+            raise GenError(f"{label} {path.name} is {width}x{height}; frames up to {MAX_INPUT_SIDE} pixels a side "
+                           "are read, downscale it first")
+        out = []
+        for raw in reader:
+            out.append(np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3))
+            if len(out) == frames:
+                break
+        reader.close()
+    except (RuntimeError, OSError, ValueError, StopIteration):
+        raise GenError(f"{label} {path.name} cannot be read as a video (corrupt, or not a video file?)") from None
+    if len(out) < frames:
+        raise GenError(f"{label} {path.name} has {len(out)} frames; {frames} are needed (give fewer frames or a "
+                       "longer video)")
+    return out
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (what `sha256sum` prints), recorded so a run can be reproduced."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def sidecar_path(video: str | Path) -> Path:

@@ -1,11 +1,14 @@
-"""Video model presets and their token layout facts (no weights needed).
+"""Video model presets, the inputs each takes, and their token layout facts (no weights needed).
 
 A layout is what radial attention needs: latent frames F, tokens per frame S and text
 tokens, derived from the pixel frame count and size by each model's VAE and patch ratios.
+Presets of diffusers folders and hub ids are derived from their config files, loaded pipelines
+from their components' configs (`preset_for_pipeline`), by the same rules.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,13 +17,16 @@ from gen.errors import FieldError, GenError
 from gen.jsonio import loads
 from gen.loading import HUB_ID, hub_offline
 
+INPUT_MODES = ("none", "optional", "required")
+DEFAULT_STRENGTH = 0.8  # video-to-video, as diffusers' WanVideoToVideoPipeline
+
 
 @dataclass(frozen=True)
 class VideoPreset:
     name: str
     repo_id: str | None
     flavour: str  # "wan" or "hunyuan"
-    source: str  # "hub", "local" (a diffusers folder), "tiny" or "arch"
+    source: str  # "hub", "local" (a diffusers folder), "pipe" (a loaded pipeline), "tiny" or "arch"
     frames: int  # default pixel frames
     width: int
     height: int
@@ -35,6 +41,12 @@ class VideoPreset:
     text_tokens: int = 0  # appended to the video tokens inside attention (HunyuanVideo)
     max_positions: int | None = None  # rotary positions per axis (Wan: rope_max_seq_len); None: no limit
     description: str = ""
+    pipeline: str = "WanPipeline"  # the diffusers class of its folder
+    image: str = "none"  # a first-frame image: "none", "optional" or "required"
+    last_image: str = "none"  # a last-frame image
+    video: str = "none"  # an input video (video-to-video, with `strength`)
+    bucket: int | None = None  # HunyuanVideo 1.5 I2V: the size is the model's bucket near this, for the image's aspect
+    extra_frames: int = 0  # frames the pipeline generates beyond the asked ones and drops (HunyuanVideo-I2V 33ch)
 
     @property
     def is_random(self) -> bool:
@@ -51,36 +63,92 @@ class VideoPreset:
                 self.height if height is None else height)
 
 
+_WAN21 = dict(flavour="wan", decay=0.2, dense_layers=1, dense_steps=12, max_positions=1024)
+_WAN22 = dict(_WAN21, decay=0.8, dense_steps=11)  # the reference's Wan2.2 settings
+_HUNYUAN = dict(flavour="hunyuan", decay=0.95, dense_layers=0, dense_steps=12)
+_HUNYUAN15 = dict(_HUNYUAN, spatial_ratio=16, patch=(1, 1, 1), text_tokens=729 + 256 + 1000)  # image, ByT5, MLLM
+_HY_I2V_TEXT = 576 // 4 + 252  # LLaVA image tokens (every 4th for token_replace) + prompt after the template crop
+
+
+def _preset(name, repo_id, source, frames, width, height, steps, guidance, family, **facts) -> VideoPreset:
+    return VideoPreset(name, repo_id, source=source, frames=frames, width=width, height=height, steps=steps,
+                       guidance=guidance, **{**family, **facts})
+
+
 VIDEO_PRESETS: dict[str, VideoPreset] = {
     p.name: p
     for p in [
-        VideoPreset("wan2.1-1.3b", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "wan", "hub", 81, 832, 480, 50, 5.0,
-                    0.2, 1, 12, max_positions=1024, description="Wan2.1 text-to-video 1.3B"),
-        VideoPreset("wan2.1-14b", "Wan-AI/Wan2.1-T2V-14B-Diffusers", "wan", "hub", 81, 1280, 720, 50, 5.0,
-                    0.2, 1, 12, max_positions=1024, description="Wan2.1 text-to-video 14B"),
-        VideoPreset("wan2.2-a14b", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", "wan", "hub", 81, 1280, 720, 40, 4.0,
-                    0.2, 1, 12, max_positions=1024, description="Wan2.2 text-to-video A14B (two transformers)"),
-        VideoPreset("hunyuan-video", "hunyuanvideo-community/HunyuanVideo", "hunyuan", "hub", 129, 1280, 720, 50,
-                    6.0, 0.95, 0, 12, text_tokens=256, description="HunyuanVideo"),
-        VideoPreset("tiny-wan", None, "wan", "tiny", 17, 64, 64, 4, 5.0, 0.2, 1, 1, max_positions=64,
-                    description="tiny random Wan-shaped model (offline tests and demos)"),
-        VideoPreset("tiny-hunyuan", None, "hunyuan", "tiny", 17, 64, 64, 4, 6.0, 0.95, 0, 1, text_tokens=16,
-                    description="tiny random HunyuanVideo-shaped model (offline tests and demos)"),
-        VideoPreset("arch-wan-1.3b", None, "wan", "arch", 81, 832, 480, 50, 5.0, 0.2, 1, 12, max_positions=1024,
-                    description="Wan2.1-1.3B architecture, random weights (benchmarks)"),
+        _preset("wan2.1-1.3b", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "hub", 81, 832, 480, 50, 5.0, _WAN21,
+                video="optional", description="Wan2.1 text-to-video 1.3B (and video-to-video)"),
+        _preset("wan2.1-14b", "Wan-AI/Wan2.1-T2V-14B-Diffusers", "hub", 81, 1280, 720, 50, 5.0, _WAN21,
+                video="optional", description="Wan2.1 text-to-video 14B (and video-to-video)"),
+        _preset("wan2.2-a14b", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", "hub", 81, 1280, 720, 40, 4.0, _WAN22,
+                description="Wan2.2 text-to-video A14B (two transformers)"),
+        _preset("wan2.1-i2v-480p", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "hub", 81, 832, 480, 50, 5.0, _WAN21,
+                pipeline="WanImageToVideoPipeline", image="required", description="Wan2.1 image-to-video 14B, 480p"),
+        _preset("wan2.1-i2v-720p", "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers", "hub", 81, 1280, 720, 50, 5.0, _WAN21,
+                pipeline="WanImageToVideoPipeline", image="required", description="Wan2.1 image-to-video 14B, 720p"),
+        _preset("wan2.1-flf2v-720p", "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers", "hub", 81, 1280, 720, 50, 5.5, _WAN21,
+                pipeline="WanImageToVideoPipeline", image="required", last_image="required",
+                description="Wan2.1 first/last-frame-to-video 14B, 720p"),
+        _preset("wan2.2-i2v-a14b", "Wan-AI/Wan2.2-I2V-A14B-Diffusers", "hub", 81, 1280, 720, 40, 3.5, _WAN22,
+                pipeline="WanImageToVideoPipeline", image="required", last_image="optional",
+                description="Wan2.2 image-to-video A14B (two transformers)"),
+        _preset("wan2.2-ti2v-5b", "Wan-AI/Wan2.2-TI2V-5B-Diffusers", "hub", 121, 1280, 704, 50, 5.0, _WAN22,
+                spatial_ratio=16, image="optional", video="optional",
+                description="Wan2.2 text/image-to-video 5B (48-channel VAE, 16x spatial)"),
+        _preset("hunyuan-video", "hunyuanvideo-community/HunyuanVideo", "hub", 129, 1280, 720, 50, 6.0, _HUNYUAN,
+                pipeline="HunyuanVideoPipeline", text_tokens=256, description="HunyuanVideo"),
+        _preset("hunyuan-video-i2v", "hunyuanvideo-community/HunyuanVideo-I2V", "hub", 129, 1280, 720, 50, 6.0,
+                _HUNYUAN, pipeline="HunyuanVideoImageToVideoPipeline", text_tokens=_HY_I2V_TEXT, image="required",
+                description="HunyuanVideo image-to-video"),
+        _preset("hunyuan-video-1.5", "hunyuanvideo-community/HunyuanVideo-1.5-480p_t2v", "hub", 121, 848, 480, 50,
+                6.0, _HUNYUAN15, pipeline="HunyuanVideo15Pipeline", description="HunyuanVideo 1.5 text-to-video, 480p"),
+        _preset("hunyuan-video-1.5-i2v", "hunyuanvideo-community/HunyuanVideo-1.5-480p_i2v", "hub", 121, 848, 480,
+                50, 6.0, _HUNYUAN15, pipeline="HunyuanVideo15ImageToVideoPipeline", image="required", bucket=640,
+                description="HunyuanVideo 1.5 image-to-video, 480p (size from the image's aspect ratio)"),
+        _preset("tiny-wan", None, "tiny", 17, 64, 64, 4, 5.0, dict(_WAN21, dense_steps=1, max_positions=64),
+                video="optional",
+                description="tiny random Wan-shaped model (offline tests and demos)"),
+        _preset("tiny-wan-i2v", None, "tiny", 17, 64, 64, 4, 5.0, dict(_WAN21, dense_steps=1, max_positions=64),
+                pipeline="WanImageToVideoPipeline", image="required",
+                description="tiny random Wan2.1-I2V-shaped model with a CLIP image encoder"),
+        _preset("tiny-wan22-i2v", None, "tiny", 17, 64, 64, 4, 3.5, dict(_WAN22, dense_steps=1, max_positions=64),
+                pipeline="WanImageToVideoPipeline", image="required", last_image="optional",
+                description="tiny random Wan2.2-I2V-A14B-shaped model (two transformers)"),
+        _preset("tiny-wan-ti2v", None, "tiny", 17, 64, 64, 4, 5.0, dict(_WAN22, dense_steps=1, max_positions=64),
+                spatial_ratio=16,
+                image="optional", video="optional", description="tiny random Wan2.2-TI2V-5B-shaped model"),
+        _preset("tiny-hunyuan", None, "tiny", 17, 64, 64, 4, 6.0, dict(_HUNYUAN, dense_steps=1),
+                pipeline="HunyuanVideoPipeline", text_tokens=256,
+                description="tiny random HunyuanVideo-shaped model (offline tests and demos)"),
+        _preset("tiny-hunyuan-i2v", None, "tiny", 17, 64, 64, 4, 6.0, dict(_HUNYUAN, dense_steps=1),
+                pipeline="HunyuanVideoImageToVideoPipeline", text_tokens=_HY_I2V_TEXT, image="required",
+                description="tiny random HunyuanVideo-I2V-shaped model (LLaVA text encoder)"),
+        _preset("tiny-hunyuan15", None, "tiny", 17, 80, 48, 4, 6.0, dict(_HUNYUAN15, dense_steps=1),
+                pipeline="HunyuanVideo15Pipeline", description="tiny random HunyuanVideo-1.5-shaped model"),
+        _preset("tiny-hunyuan15-i2v", None, "tiny", 17, 80, 48, 4, 6.0, dict(_HUNYUAN15, dense_steps=1),
+                pipeline="HunyuanVideo15ImageToVideoPipeline", image="required", bucket=64,
+                description="tiny random HunyuanVideo-1.5-I2V-shaped model"),
+        _preset("arch-wan-1.3b", None, "arch", 81, 832, 480, 50, 5.0, _WAN21,
+                description="Wan2.1-1.3B architecture, random weights (benchmarks)"),
     ]
 }
 
-
 # Pipelines the video path runs, and the preset whose defaults (frames, size, steps, warm-up) they take.
-VIDEO_PIPELINES = {"WanPipeline": "wan2.1-1.3b", "HunyuanVideoPipeline": "hunyuan-video"}
+VIDEO_PIPELINES = {
+    "WanPipeline": "wan2.1-1.3b", "WanImageToVideoPipeline": "wan2.1-i2v-480p",
+    "WanVideoToVideoPipeline": "wan2.1-1.3b", "HunyuanVideoPipeline": "hunyuan-video",
+    "HunyuanVideoImageToVideoPipeline": "hunyuan-video-i2v", "HunyuanVideo15Pipeline": "hunyuan-video-1.5",
+    "HunyuanVideo15ImageToVideoPipeline": "hunyuan-video-1.5-i2v",
+}
 
 
 def video_preset(name: str) -> VideoPreset:
     """A preset by name, or one derived from a local diffusers folder or a hub id (config files only).
 
-    Layout facts (VAE ratios, patch size) come from the model's own configs; defaults come from
-    the preset of its family (Wan2.1-1.3B or HunyuanVideo).
+    Layout facts (VAE ratios, patch size, text tokens) come from the model's own configs; defaults
+    come from the preset of its family.
     """
     if name in VIDEO_PRESETS:
         return VIDEO_PRESETS[name]
@@ -90,7 +158,7 @@ def video_preset(name: str) -> VideoPreset:
     if HUB_ID.match(name) and not path.exists():
         return _derived_preset(name, name, "hub", lambda file: _hub_config(name, file))
     raise GenError(f"unknown video model {name!r}; video presets: {', '.join(VIDEO_PRESETS)}; or a local "
-                   "diffusers folder or hub id of a WanPipeline or HunyuanVideoPipeline")
+                   "diffusers folder or hub id of a Wan or HunyuanVideo (1.5) pipeline")
 
 
 def offline_video_presets() -> str:
@@ -128,23 +196,74 @@ def _derived_preset(name: str, location: str, source: str, config_file) -> Video
             raise GenError(f"video model {name!r}: {file} is not a JSON object")
         return config
 
-    class_name = read("model_index.json").get("_class_name", "")
+    index = read("model_index.json")
+    class_name = index.get("_class_name", "")
+    _check_supported(name, class_name)
+    transformer_folder = "transformer" if _component(index.get("transformer")) else "transformer_2"
+    return preset_from_configs(name, location, source, class_name, index, read("vae/config.json"),
+                               read(f"{transformer_folder}/config.json"))
+
+
+def _check_supported(name: str, class_name: str) -> None:
     if class_name not in VIDEO_PIPELINES:
         raise GenError(f"model {name!r} is a {class_name or 'unknown pipeline'}; video supports "
-                       f"{' and '.join(VIDEO_PIPELINES)}")
-    vae, transformer = read("vae/config.json"), read("transformer/config.json")
-    max_positions = None
-    if class_name == "WanPipeline":
+                       f"{', '.join(VIDEO_PIPELINES)}")
+
+
+def _component(entry) -> bool:
+    """Whether a model_index entry names a component (`[library, class]`, not `[null, null]`)."""
+    return isinstance(entry, (list, tuple)) and len(entry) == 2 and entry[1] is not None
+
+
+def preset_from_configs(name: str, location: str | None, source: str, class_name: str, index: dict, vae: dict,
+                        transformer: dict) -> VideoPreset:
+    """A preset from a pipeline's class and its model_index, VAE and transformer configs: the family preset's
+    defaults with this model's layout facts and the inputs its pipeline takes."""
+    base = VIDEO_PRESETS[_family_preset(class_name, index, transformer)]
+    if class_name.startswith("Wan"):
         spatial, temporal = vae.get("scale_factor_spatial", 8), vae.get("scale_factor_temporal", 4)
-        patch = transformer.get("patch_size", (1, 2, 2))
+        patch = tuple(transformer.get("patch_size", (1, 2, 2)))
         max_positions = int(transformer.get("rope_max_seq_len", 1024))
     else:
         spatial, temporal = vae.get("spatial_compression_ratio", 8), vae.get("temporal_compression_ratio", 4)
         size = transformer.get("patch_size", 2)
         patch = (transformer.get("patch_size_t", 1), size, size)
-    return replace(VIDEO_PRESETS[VIDEO_PIPELINES[class_name]], name=name, repo_id=location, source=source,
-                   spatial_ratio=int(spatial), temporal_ratio=int(temporal), patch=tuple(int(p) for p in patch),
-                   max_positions=max_positions, description=f"{class_name} from {location}")
+        max_positions = None
+    facts = dict(spatial_ratio=int(spatial), temporal_ratio=int(temporal), patch=tuple(int(p) for p in patch),
+                 max_positions=max_positions)
+    if class_name == "WanVideoToVideoPipeline":
+        facts.update(pipeline=class_name, video="required")
+    if class_name == "HunyuanVideoImageToVideoPipeline" and transformer.get("image_condition_type") == "latent_concat":
+        facts.update(extra_frames=4, text_tokens=576 // 2 + 252)  # every 2nd image token; 4 frames dropped
+    if base.bucket is not None:
+        facts["bucket"] = int(transformer.get("target_size", base.bucket))
+    return replace(base, name=name, repo_id=location, source=source, description=f"{class_name} from {location}",
+                   **facts)
+
+
+def _family_preset(class_name: str, index: dict, transformer: dict) -> str:
+    """The preset whose defaults and inputs a pipeline of this class and config takes."""
+    two_experts = _component(index.get("transformer_2")) or index.get("boundary_ratio") is not None
+    if class_name == "WanPipeline":
+        return "wan2.2-a14b" if two_experts else "wan2.2-ti2v-5b" if index.get("expand_timesteps") else "wan2.1-1.3b"
+    if class_name == "WanImageToVideoPipeline":
+        if two_experts:
+            return "wan2.2-i2v-a14b"
+        return "wan2.1-flf2v-720p" if transformer.get("pos_embed_seq_len") else "wan2.1-i2v-480p"
+    return VIDEO_PIPELINES[class_name]
+
+
+def preset_for_pipeline(pipe) -> VideoPreset:
+    """The preset of a loaded diffusers pipeline, from its components' configs (what `from_pretrained` read)."""
+    class_name = type(pipe).__name__
+    _check_supported(class_name, class_name)
+    transformer = getattr(pipe, "transformer", None) or getattr(pipe, "transformer_2", None)
+    index = {key: list(value) if isinstance(value, tuple) else value for key, value in dict(pipe.config).items()}
+    return preset_from_configs(getattr(pipe, "name_or_path", None) or class_name, getattr(pipe, "name_or_path", None),
+                               "pipe", class_name, index, dict(pipe.vae.config), dict(transformer.config))
+
+
+# ----------------------------------------------------------------------------- checks
 
 
 MAX_VIDEO_TOKENS = 2**20  # attention tokens of one video (~1M): its masks and buffers are then a few hundred MB
@@ -168,7 +287,7 @@ def check_video_shape(preset: VideoPreset, frames: int, width: int, height: int)
             raise FieldError(label, f"{{name}} {value} is not a multiple of {m}; nearest valid: {options}")
     limit = preset.max_positions
     if limit is not None:
-        most_frames = (limit * preset.patch[0] - 1) * t + 1
+        most_frames = (limit * preset.patch[0] - 1) * t + 1 - preset.extra_frames
         if latent_frames(preset, frames) // preset.patch[0] > limit:
             raise FieldError("frames", f"{{name}} {frames} is more than {preset.name} takes: at most {most_frames} "
                              f"frames (its rotary positions reach {limit} latent frames)")
@@ -181,25 +300,84 @@ def check_video_shape(preset: VideoPreset, frames: int, width: int, height: int)
                          f"gen handles ({MAX_VIDEO_TOKENS:,}); ask for fewer frames or a smaller size")
 
 
+def presets_taking(kind: str) -> str:
+    """Presets that take an input of this kind (image, last_image, video), for messages."""
+    return ", ".join(n for n, p in VIDEO_PRESETS.items() if getattr(p, kind) != "none" and p.source != "arch")
+
+
+def check_video_inputs(preset: VideoPreset, image: bool = False, last_image: bool = False, video: bool = False,
+                       strength: float | None = None, steps: int | None = None, size_given: bool = False) -> None:
+    """The inputs a model takes: which are allowed, which required, and video-to-video's strength."""
+    name = preset.name
+    if image and video:
+        raise GenError("give either an input image or an input video, not both")
+    if last_image and not image:
+        raise GenError("a last image needs a first image too")
+    for kind, given, what in (("image", image, "an input image"), ("last_image", last_image, "a last image"),
+                              ("video", video, "an input video")):
+        mode = getattr(preset, kind)
+        if given and mode == "none":
+            raise GenError(f"{name} takes no {what.split(' ', 1)[1]}; models that do: {presets_taking(kind)}")
+        if not given and mode == "required" and not (kind == "image" and video):
+            raise GenError(f"{name} needs {what}" + (" (first and last frame)" if kind == "last_image" else ""))
+    if strength is not None:
+        if not video:
+            raise GenError("strength applies to video-to-video only: give an input video")
+        if not (math.isfinite(strength) and 0 < strength <= 1):
+            raise GenError(f"strength must be > 0 and <= 1, got {strength}")
+        if steps is not None and int(steps * strength) < 1:
+            raise GenError(f"strength {strength} with {steps} steps runs no denoising step; raise strength or steps")
+    if size_given and preset.bucket is not None:
+        raise GenError(f"{name} takes its output size from the input image's aspect ratio; leave width and "
+                       "height unset")
+
+
+def pipeline_class_for(preset: VideoPreset, image: bool = False, video: bool = False) -> str:
+    """The diffusers pipeline a call runs: the model's own, or the one sharing its components for an image
+    (Wan2.2-TI2V-5B) or a video (Wan text-to-video models)."""
+    if video and preset.pipeline == "WanPipeline":
+        return "WanVideoToVideoPipeline"
+    if image and preset.pipeline == "WanPipeline":
+        return "WanImageToVideoPipeline"
+    return preset.pipeline
+
+
+def check_pipeline_dependencies(pipeline_class: str) -> None:
+    """Packages a diffusers pipeline needs beyond gen's own (checked before any model loads)."""
+    import importlib.util
+
+    if pipeline_class in ("WanImageToVideoPipeline", "WanVideoToVideoPipeline") and \
+            importlib.util.find_spec("ftfy") is None:
+        raise GenError(f"diffusers' {pipeline_class} needs ftfy: pip install 'gen[video]' (or pip install ftfy)")
+
+
+def bucket_size(preset: VideoPreset, image_width: int, image_height: int) -> tuple[int, int]:
+    """(width, height) HunyuanVideo 1.5 I2V generates for an image of this aspect ratio (the model's own buckets)."""
+    from diffusers.pipelines.hunyuan_video1_5.image_processor import HunyuanVideo15ImageProcessor
+
+    processor = HunyuanVideo15ImageProcessor(vae_scale_factor=preset.spatial_ratio)
+    height, width = processor.calculate_default_height_width(image_height, image_width, preset.bucket)
+    return int(width), int(height)
+
+
+def check_lora_file(path: str) -> None:
+    """LoRA weights must be an existing safetensors file (pickled formats can run code)."""
+    file = Path(path)
+    if not file.is_file():
+        raise GenError(f"LoRA file {path!r} does not exist")
+    if file.suffix != ".safetensors":
+        raise GenError(f"LoRA {file.name}: only .safetensors files are loaded (pickled weights can run code)")
+
+
 def latent_frames(preset: VideoPreset, frames: int) -> int:
-    return 1 + (frames - 1) // preset.temporal_ratio
+    """Latent frames the transformer sees for `frames` output frames."""
+    return 1 + (frames + preset.extra_frames - 1) // preset.temporal_ratio
 
 
 def video_token_count(preset: VideoPreset, frames: int, width: int, height: int) -> int:
     """Video tokens after the VAE and patching: latent frames / p_t × (h / p_h) × (w / p_w)."""
     return (latent_frames(preset, frames) // preset.patch[0] * (height // preset.spatial_ratio // preset.patch[1])
             * (width // preset.spatial_ratio // preset.patch[2]))
-
-
-def check_lora_file(path: str) -> None:
-    """LoRA weights must be an existing safetensors file (pickled formats can run code)."""
-    from pathlib import Path
-
-    file = Path(path)
-    if not file.is_file():
-        raise GenError(f"LoRA file {path!r} does not exist")
-    if file.suffix != ".safetensors":
-        raise GenError(f"LoRA {file.name}: only .safetensors files are loaded (pickled weights can run code)")
 
 
 def video_layout(preset: VideoPreset, frames: int, width: int, height: int, decay: float | None = None,
@@ -234,5 +412,3 @@ def load_video_pipeline(name: str, device: str | None = None, dtype: str | None 
     pipe = pipeline_from_pretrained(location, name, torch_dtype, offline_video_presets()).to(dev)
     pipe.set_progress_bar_config(leave=False)
     return pipe, preset, dev, torch_dtype
-
-

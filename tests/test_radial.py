@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from gen.attention.radial import (VideoLayout, attention_flops_fraction, block_mask, block_table, dense_mask,
-                                  kept_block_density, radial_attention, reference_radial_attention, token_mask)
+                                  kept_block_density, radial_sparse_attention, reference_radial_attention,
+                                  token_mask)
 
 LAYOUTS = [
     VideoLayout(frames=12, tokens_per_frame=300, flavour="wan", decay=0.2),
@@ -117,7 +118,7 @@ KERNEL_CASES = [
 def test_flex_attention_matches_sdpa_with_the_boolean_mask(layout, granularity):
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, layout.total_tokens, 32, generator=g) for _ in range(3))
-    sparse = radial_attention(q, k, v, layout, granularity, scale=0.2)
+    sparse = radial_sparse_attention(q, k, v, layout, granularity, scale=0.2)
     reference = reference_radial_attention(q, k, v, layout, granularity, scale=0.2)
     assert torch.allclose(sparse, reference, atol=1e-5)
     dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.2)
@@ -129,7 +130,7 @@ def test_two_frames_keep_everything_and_equal_dense_attention():
     assert token_mask(layout).all() and math.isclose(kept_block_density(layout, "token"), 1.0)
     g = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(1, 2, layout.total_tokens, 32, generator=g) for _ in range(3))
-    assert torch.allclose(radial_attention(q, k, v, layout, "token"),
+    assert torch.allclose(radial_sparse_attention(q, k, v, layout, "token"),
                           torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=1e-5)
 
 

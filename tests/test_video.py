@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gen.attention.video import RadialStats
 from gen.cli import main
 from gen.errors import GenError
 from gen.tiny_models import tiny_preset_path
@@ -35,7 +36,7 @@ def tiny_hunyuan():
 def test_dense_warm_up_switches_at_the_right_layer_and_step(tiny_wan):
     trace = []
     tiny_wan("a boat", frames=5, width=64, height=64, num_inference_steps=4, guidance_scale=5.0, seed=1,
-             dense_layers=1, dense_steps=2, dense_final_steps=1, trace=trace)
+             dense_layers=1, dense_steps=2, dense_final_steps=1, stats=RadialStats(trace=trace))
     expected = {(step, block, "dense" if block < 1 or step < 2 or step >= 3 else "radial")
                 for step in range(4) for block in range(3)}
     assert set(trace) == expected
@@ -198,7 +199,7 @@ def test_wan22_two_transformers_both_run_radial():
     hooks = [t.register_forward_pre_hook(lambda m, a, i=i: seen.append(i)) for i, t in enumerate(video.transformers())]
     trace = []
     video("a boat", frames=5, width=64, height=64, num_inference_steps=4, guidance_scale=1.0, seed=1,
-          dense_layers=0, dense_steps=0, trace=trace)
+          dense_layers=0, dense_steps=0, stats=RadialStats(trace=trace))
     for hook in hooks:
         hook.remove()
     assert set(seen) == {0, 1}  # both experts ran
@@ -224,7 +225,7 @@ def test_a_local_diffusers_folder_runs_like_the_preset_it_holds(tmp_path, capsys
 def test_video_models_that_are_not_wan_or_hunyuan_or_not_here_are_refused(capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["video", "x", "--model", str(tiny_preset_path("tiny-sd")), "--frames", "5"]) == 2
-    assert "is a StableDiffusionPipeline; video supports WanPipeline and HunyuanVideoPipeline" in capsys.readouterr().err
+    assert "is a StableDiffusionPipeline; video supports WanPipeline, WanImageToVideoPipeline" in capsys.readouterr().err
     assert main(["mask", "--model", "someone/wan-finetune"]) == 2
     err = capsys.readouterr().err
     assert "model_index.json is not in the Hugging Face cache" in err and "HF_HUB_OFFLINE is set" in err

@@ -16,12 +16,16 @@ from gen.attention.installer import (
 )
 from gen.attention.kernels import BACKENDS, dense_attention, resolve_backend
 from gen.attention.processors import UNetAttnProcessor, dense_backend
+from gen.attention.video import RadialConfig, RadialInstallation, RadialStats, install_radial, radial_attention
 
 __all__ = [
     "BACKENDS",
     "ENTROPY_MODES",
     "EntropyScalingProcessor",
     "ProcessorInstallation",
+    "RadialConfig",
+    "RadialInstallation",
+    "RadialStats",
     "UNetAttnProcessor",
     "attention_layers",
     "dense_attention",
@@ -30,7 +34,9 @@ __all__ = [
     "entropy_scaling",
     "entropy_scaling_active",
     "install_processors",
+    "install_radial",
     "is_cross_attention",
+    "radial_attention",
     "resolve_backend",
     "select_layers",
 ]

@@ -21,11 +21,20 @@ Two granularities:
   leaves queries nothing to attend to). Text rows and columns stay exact.
 
 Everything here is a pure function of the layout; `block_mask()` turns a layout into a
-FlexAttention `BlockMask`, cached per (layout, granularity, device).
+FlexAttention `BlockMask`, cached per (layout, granularity, device). The mask_mods are composed
+from small pieces (`video_band`, `text_dense`, `keys_visible`) with FlexAttention's
+`or_masks`/`and_masks`.
+
+Known difference from the reference implementation (mit-han-lab/radial-attention): its
+per-pair rule also applies the "keep only when d is a multiple of B/L" test at distance 1,
+so for frames smaller than one 128-token block (S < 128, tiny layouts only) it drops whole
+frame pairs at distance 1. gen keeps them: by its definition distance ≤ 1 is always visible.
+Real layouts (S ≥ 128) are unaffected; the published kept-block densities are reproduced.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -106,26 +115,56 @@ def token_mask(layout: VideoLayout, device: torch.device | str = "cpu") -> torch
     return torch.where(video, keep, torch.ones_like(keep)) & (index < layout.visible_keys)[None, :]
 
 
-def radial_mask_mod(layout: VideoLayout, device: torch.device | str = "cpu"):
-    """The token-exact mask as a FlexAttention `mask_mod(b, h, q_idx, kv_idx)`."""
-    s, v = layout.tokens_per_frame, layout.video_tokens
-    # Bands as integers: whole pair → S (|p − q| < S always), dropped → −1.
-    widths = torch.tensor(
-        [s if math.isinf(w) else (int(math.floor(w)) if w >= 0 else -1) for w in band_table(layout)],
-        dtype=torch.int64, device=device,
-    )
-    sink = layout.flavour == "wan"
-    limit = torch.tensor(layout.visible_keys, device=device)
+def _band_widths(layout: VideoLayout) -> list[int]:
+    """`band_table` as integers: whole pair → S (|p − q| < S always), dropped → −1."""
+    s = layout.tokens_per_frame
+    return [s if math.isinf(w) else (int(math.floor(w)) if w >= 0 else -1) for w in band_table(layout)]
 
-    def mask_mod(b, h, q_idx, kv_idx):
+
+def video_band(layout: VideoLayout, device: torch.device | str = "cpu"):
+    """The radial band between video tokens, with Wan's frame-0 sink (true outside the video part too:
+    text is decided by `text_dense`)."""
+    s = layout.tokens_per_frame
+    widths = torch.tensor(_band_widths(layout), dtype=torch.int64, device=device)
+    sink = layout.flavour == "wan"
+
+    def video_band(b, h, q_idx, kv_idx):
         q_frame, k_frame = q_idx // s, kv_idx // s
         distance = (q_frame - k_frame).abs().clamp(max=layout.frames - 1)
         band = (q_idx % s - kv_idx % s).abs() <= widths[distance]
-        if sink:
-            band = band | (k_frame == 0)
-        return (band | (q_idx >= v) | (kv_idx >= v)) & (kv_idx < limit)
+        return band | (k_frame == 0) if sink else band
 
-    return mask_mod
+    return video_band
+
+
+def text_dense(video_tokens: int):
+    """Text tokens (after the video tokens) see and are seen by everything."""
+
+    def text_dense(b, h, q_idx, kv_idx):
+        return (q_idx >= video_tokens) | (kv_idx >= video_tokens)
+
+    return text_dense
+
+
+def keys_visible(limit: int, device: torch.device | str = "cpu"):
+    """Keys at or beyond `limit` (the prompt's padding) are hidden from every query."""
+    bound = torch.tensor(limit, device=device)
+
+    def keys_visible(b, h, q_idx, kv_idx):
+        return kv_idx < bound
+
+    return keys_visible
+
+
+def _compose(layout: VideoLayout, video_part, device):
+    from torch.nn.attention.flex_attention import and_masks, or_masks
+
+    return and_masks(or_masks(video_part, text_dense(layout.video_tokens)), keys_visible(layout.visible_keys, device))
+
+
+def radial_mask_mod(layout: VideoLayout, device: torch.device | str = "cpu"):
+    """The token-exact mask as a FlexAttention `mask_mod(b, h, q_idx, kv_idx)`."""
+    return _compose(layout, video_band(layout, device), device)
 
 
 # ----------------------------------------------------------------------------- block coarsening
@@ -191,14 +230,12 @@ def block_table(layout: VideoLayout) -> np.ndarray:
 def block_mask_mod(layout: VideoLayout, device: torch.device | str = "cpu"):
     """The block-coarsened mask as a `mask_mod`; text rows and columns dense and exact."""
     table = torch.from_numpy(block_table(layout)).to(device)
-    b, v = layout.block, layout.video_tokens
-    limit = torch.tensor(layout.visible_keys, device=device)
+    b = layout.block
 
-    def mask_mod(b_, h, q_idx, kv_idx):
-        video = table[(q_idx // b).clamp(max=table.shape[0] - 1), (kv_idx // b).clamp(max=table.shape[1] - 1)]
-        return (video | (q_idx >= v) | (kv_idx >= v)) & (kv_idx < limit)
+    def kept_blocks(b_, h, q_idx, kv_idx):
+        return table[(q_idx // b).clamp(max=table.shape[0] - 1), (kv_idx // b).clamp(max=table.shape[1] - 1)]
 
-    return mask_mod
+    return _compose(layout, kept_blocks, device)
 
 
 def mask_mod_for(layout: VideoLayout, granularity: str, device: torch.device | str = "cpu"):
@@ -209,9 +246,14 @@ def mask_mod_for(layout: VideoLayout, granularity: str, device: torch.device | s
 
 def dense_mask(layout: VideoLayout, granularity: str, device: torch.device | str = "cpu") -> torch.Tensor:
     """The full boolean mask of a granularity, evaluated token by token (reference path, small layouts)."""
-    n = layout.total_tokens
-    index = torch.arange(n, device=device)
-    return mask_mod_for(layout, granularity, device)(None, None, index[:, None], index[None, :])
+    index = torch.arange(layout.total_tokens, device=device)
+    return evaluate_mask_mod(mask_mod_for(layout, granularity, device), index[:, None], index[None, :])
+
+
+def evaluate_mask_mod(mask_mod, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """A mask_mod evaluated on broadcast index tensors outside the kernel (batch and head 0)."""
+    zero = torch.zeros((), dtype=torch.int64, device=rows.device)
+    return mask_mod(zero, zero, rows, cols)
 
 
 # ----------------------------------------------------------------------------- FlexAttention
@@ -340,7 +382,7 @@ def keeps_everything(layout: VideoLayout, granularity: str) -> bool:
     for i, j in zip(*np.nonzero(partial)):  # only the partial blocks need a token-level look
         rows = torch.arange(i * b, min((i + 1) * b, n))[:, None]
         cols = torch.arange(j * b, min((j + 1) * b, n))[None, :]
-        if not bool(mask_mod(None, None, rows, cols).all()):
+        if not bool(evaluate_mask_mod(mask_mod, rows, cols).all()):
             return False
     return True
 
@@ -353,13 +395,17 @@ def compiled_flex_attention():
     return torch.compile(flex_attention, dynamic=False)
 
 
-def radial_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layout: VideoLayout,
-                     granularity: str = "block", scale: float | None = None) -> torch.Tensor:
+def radial_sparse_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layout: VideoLayout,
+                            granularity: str = "block", scale: float | None = None) -> torch.Tensor:
     """Block-sparse radial attention of (batch, heads, tokens, head_dim) tensors, any token count."""
     if query.shape[-2] != layout.total_tokens:
         raise ValueError(f"layout has {layout.total_tokens} tokens but the query has {query.shape[-2]}")
-    if keeps_everything(layout, granularity):  # e.g. ≤ 2 latent frames: the dense kernel is the same mask
-        return torch.nn.functional.scaled_dot_product_attention(query, key, value, scale=scale)
+    if keeps_everything(dataclasses.replace(layout, key_limit=None), granularity):
+        # e.g. ≤ 2 latent frames: the dense kernel with the text padding mask (if any) is the same mask
+        padding = None
+        if layout.visible_keys < layout.total_tokens:
+            padding = (torch.arange(layout.total_tokens, device=query.device) < layout.visible_keys)[None, :]
+        return torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=padding, scale=scale)
     mask = block_mask(layout, granularity, str(query.device))
     return compiled_flex_attention()(query, key, value, block_mask=mask, scale=scale)
 

@@ -1,79 +1,143 @@
-"""Radial attention processors for video transformers, with dense warm-up.
+"""Radial attention on the video transformers of diffusers (Wan, HunyuanVideo, HunyuanVideo 1.5).
 
-`RadialState` is shared by the processors of one pipeline: a forward pre-hook on each
-transformer records the token layout of the call in progress, and the pipeline's step
-callback advances `step`. A processor runs dense (the stock processor, untouched) in the
-first `dense_layers` blocks, the first `dense_steps` steps and the last
-`dense_final_steps` steps; everywhere else its self-attention is radial.
+Shaped like diffusers' hooks: a frozen `RadialConfig` (the method's settings), a per-call
+`RadialState` with `reset()` (the denoising step and the token layout of the transformer call in
+progress) and `RadialStats` (counters), shared by every radial processor of one pipeline. A
+`ModelHook` on each transformer, registered by name through diffusers' `HookRegistry`, records
+the layout from the call's latent shape and reads the step from a clock (for a pipeline: its
+`current_timestep` within its `scheduler.timesteps`; the pipeline's step callback stays free).
 
-Wan: self-attention (`attn1`) only; cross-attention and the image-to-video branch keep
-the stock processor. HunyuanVideo: the joint attention of its double- and single-stream
-blocks, whose text tokens follow the video tokens: text rows and columns are dense, and the
-prompt's padding (the stock attention mask) hides the padded text keys, per batch row.
+A processor runs the stock processor, untouched, in the first `dense_layers` blocks, the first
+`dense_steps` steps and the last `dense_final_steps` steps; elsewhere it runs the stock
+projections and swaps only the attention op for the radial kernel (`RadialProcessor.attend`, on
+(batch, tokens, heads, head_dim) like `dispatch_attention_fn`). Where the projections must be
+re-run outside the stock processor, there is one copy per family, tested against the stock one:
+
+* Wan (`WanRadialProcessor`): self-attention (`attn1`) only. Cross-attention keeps the stock
+  processor, with the image-to-video branch (CLIP features through `add_k_proj`/`add_v_proj`);
+  image-to-video latents are joined on the channel axis, so the token layout is the text-to-video one.
+* HunyuanVideo, HunyuanVideo-I2V and HunyuanVideo 1.5 (`HunyuanRadialProcessor`): the joint
+  attention of the double- (and single-) stream blocks. Text tokens (for I2V with the image's
+  tokens, for 1.5 image + ByT5 + MLLM tokens, valid ones first) follow the video tokens: their
+  rows and columns are dense, and the padding the stock attention mask hides is hidden, per row.
+
+    with radial_attention(pipe, decay=0.2, dense_layers=1, dense_steps=12) as radial:
+        video = pipe(prompt, num_frames=81).frames[0]
+    print(radial.stats.radial_calls)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import torch
 
-from gen.attention.radial import VideoLayout, radial_attention, reference_radial_attention
+from gen.attention.radial import GRANULARITIES, VideoLayout, radial_sparse_attention, reference_radial_attention
+
+KERNELS = ("flex", "reference")  # reference: SDPA with the boolean mask (slow; for tests and checks)
+HOOK_NAME = "gen_radial_attention"
+Clock = Callable[[], "tuple[int, int | None] | None"]  # (step, total steps) of the call in progress
 
 
-@dataclass
-class RadialState:
-    flavour: str = "wan"
+@dataclass(frozen=True)
+class RadialConfig:
+    """What radial attention does: the band decay, the mask granularity and the dense warm-up."""
+
     decay: float = 0.2
     granularity: str = "block"
     dense_layers: int = 1
     dense_steps: int = 12
     dense_final_steps: int = 0
-    total_steps: int = 0
+    kernel: str = "flex"
+
+    def __post_init__(self):
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
+        if min(self.dense_layers, self.dense_steps, self.dense_final_steps) < 0 or not self.decay > 0:
+            raise ValueError(f"dense layers/steps must be >= 0 and decay > 0, got {self}")
+
+
+def runs_dense(config: RadialConfig, block: int, step: int, total_steps: int | None) -> bool:
+    """Dense warm-up: the first blocks, the first steps and (when the total is known) the last steps."""
+    final = total_steps is not None and config.dense_final_steps > 0 and step >= total_steps - config.dense_final_steps
+    return block < config.dense_layers or step < config.dense_steps or final
+
+
+@dataclass
+class RadialState:
+    """Where the call in progress is: its denoising step and the video layout of the transformer call."""
+
     step: int = 0
-    layout: VideoLayout | None = None
-    radial_calls: int = 0  # bookkeeping for tests and benchmarks
+    total_steps: int | None = None
+    layout: VideoLayout | None = None  # video tokens only; processors add the text tokens they see
+
+    def reset(self) -> None:
+        self.step, self.total_steps, self.layout = 0, None, None
+
+
+@dataclass
+class RadialStats:
+    """Counters of self-attention calls and the layouts radial calls saw (text tokens included); with `trace` a
+    list, (step, block, "dense" | "radial") per call."""
+
+    radial_calls: int = 0
     dense_calls: int = 0
-    trace: list | None = None  # if a list: (step, block, "dense" | "radial") per self-attention call
-    reference_kernel: bool = False  # SDPA with the boolean mask instead of FlexAttention (tests only)
+    layouts: set = field(default_factory=set)
+    trace: list | None = None
 
-    def is_dense(self, block_index: int) -> bool:
-        final = self.total_steps and self.step >= self.total_steps - self.dense_final_steps
-        return block_index < self.dense_layers or self.step < self.dense_steps or bool(final)
-
-    def attend(self, query, key, value, layout: VideoLayout) -> torch.Tensor:
-        kernel = reference_radial_attention if self.reference_kernel else radial_attention
-        return kernel(query, key, value, layout, self.granularity)
-
-    def note(self, block: int, kind: str) -> None:
-        if kind == "dense":
+    def note(self, step: int, block: int, layout: VideoLayout | None) -> None:
+        if layout is None:
             self.dense_calls += 1
         else:
             self.radial_calls += 1
+            self.layouts.add(dataclasses.replace(layout, key_limit=None))
         if self.trace is not None:
-            self.trace.append((self.step, block, kind))
-
-    def record_layout(self, transformer: torch.nn.Module, hidden_states: torch.Tensor, text_tokens: int = 0):
-        config = transformer.config
-        if isinstance(config.patch_size, (tuple, list)):
-            p_t, p_h, p_w = config.patch_size
-        else:
-            p_t, p_h, p_w = getattr(config, "patch_size_t", 1), config.patch_size, config.patch_size
-        _, _, frames, height, width = hidden_states.shape
-        self.layout = VideoLayout(frames // p_t, (height // p_h) * (width // p_w), text_tokens, self.flavour,
-                                  self.decay)
+            self.trace.append((step, block, "dense" if layout is None else "radial"))
 
 
-def block_index(layer_name: str) -> int:
-    """`blocks.7.attn1` → 7 (the transformer block a layer belongs to)."""
-    match = re.search(r"blocks\.(\d+)\.", layer_name)
-    return int(match.group(1)) if match else 0
+@dataclass
+class RadialRun:
+    """What the processors and hooks of one installation share."""
+
+    config: RadialConfig
+    state: RadialState = field(default_factory=RadialState)
+    stats: RadialStats = field(default_factory=RadialStats)
+
+
+# ----------------------------------------------------------------------------- processors
+
+
+class RadialProcessor:
+    """The part every family shares: dense or radial for this call, and the radial attention op."""
+
+    def __init__(self, stock, block: int, run: RadialRun, flavour: str):
+        self.stock, self.block, self.run, self.flavour = stock, block, run, flavour
+
+    def radial_layout(self, applicable: bool = True, text_tokens: int = 0) -> VideoLayout | None:
+        """The layout (video, then `text_tokens`) when this call runs radial; None when it runs the stock
+        (dense) processor."""
+        state, config = self.run.state, self.run.config
+        radial = applicable and state.layout is not None and not runs_dense(config, self.block, state.step,
+                                                                             state.total_steps)
+        layout = dataclasses.replace(state.layout, text_tokens=text_tokens) if radial else None
+        self.run.stats.note(state.step, self.block, layout)
+        return layout
+
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layout: VideoLayout) -> torch.Tensor:
+        """Radial attention of (batch, tokens, heads, head_dim) tensors, as `dispatch_attention_fn` takes them."""
+        config = self.run.config
+        kernel = radial_sparse_attention if config.kernel == "flex" else reference_radial_attention
+        out = kernel(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), layout, config.granularity)
+        return out.transpose(1, 2)
 
 
 def apply_rotary(hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Wan's rotary embedding on (batch, tokens, heads, head_dim) with interleaved pairs."""
+    """Wan's rotary embedding on (batch, tokens, heads, head_dim) with interleaved pairs (a nested function
+    inside the stock processor, so it cannot be imported)."""
     x1, x2 = hidden_states.unflatten(-1, (-1, 2)).unbind(-1)
     cos, sin = cos[..., 0::2], sin[..., 1::2]
     out = torch.empty_like(hidden_states)
@@ -82,51 +146,48 @@ def apply_rotary(hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tens
     return out.type_as(hidden_states)
 
 
-class WanRadialProcessor:
-    """Wan self-attention with a radial block-sparse kernel; dense calls go to the stock processor."""
-
-    def __init__(self, layer_name: str, state: RadialState, stock):
-        self.layer_name = layer_name
-        self.block = block_index(layer_name)
-        self.state = state
-        self.stock = stock
+class WanRadialProcessor(RadialProcessor):
+    """`WanAttnProcessor` for self-attention with the radial op; dense calls go to the stock processor."""
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None,
                  **kwargs):
-        state = self.state
-        if encoder_hidden_states is not None or attention_mask is not None or state.is_dense(self.block):
-            state.note(self.block, "dense")
+        from diffusers.models.transformers.transformer_wan import _get_qkv_projections
+
+        layout = self.radial_layout(encoder_hidden_states is None and attention_mask is None)
+        if layout is None:
             return self.stock(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb, **kwargs)
-        state.note(self.block, "radial")
-        if attn.fused_projections:
-            query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
-        else:
-            query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        query, key, value = _get_qkv_projections(attn, hidden_states, None)
         query, key = attn.norm_q(query), attn.norm_k(key)
         query, key, value = (x.unflatten(2, (attn.heads, -1)) for x in (query, key, value))
         if rotary_emb is not None:
             query, key = apply_rotary(query, *rotary_emb), apply_rotary(key, *rotary_emb)
-        out = state.attend(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), state.layout)
-        out = out.transpose(1, 2).flatten(2, 3).type_as(query)
+        out = self.attend(query, key, value, layout).flatten(2, 3).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
 
 
-class HunyuanRadialProcessor:
-    """HunyuanVideo joint attention (video tokens, then text tokens) with a radial kernel."""
+def visible_keys(attention_mask: torch.Tensor | None, row: int, total: int) -> int | None:
+    """Keys the stock mask leaves visible to batch row `row`: HunyuanVideo's (B, 1, 1, N) and 1.5's (B, text)
+    masks both hide padding at the end of the sequence. None when nothing is hidden."""
+    if attention_mask is None:
+        return None
+    keep = attention_mask[row].reshape(-1).bool()
+    hidden = int((~keep).sum())
+    if hidden and bool(keep[-hidden:].any()):
+        raise ValueError("radial attention expects the text padding at the end of the sequence")
+    return total - hidden if hidden else None
 
-    def __init__(self, layer_name: str, block: int, state: RadialState, stock):
-        self.layer_name, self.block, self.state, self.stock = layer_name, block, state, stock
+
+class HunyuanRadialProcessor(RadialProcessor):
+    """HunyuanVideo (1.0, I2V, 1.5) joint attention, video tokens then text tokens, with the radial op."""
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
         from diffusers.models.embeddings import apply_rotary_emb
 
-        state = self.state
-        if encoder_hidden_states is None or state.layout is None or state.is_dense(self.block):
-            state.note(self.block, "dense")
+        text = 0 if encoder_hidden_states is None else encoder_hidden_states.shape[1]
+        layout = self.radial_layout(encoder_hidden_states is not None, text)
+        if layout is None:
             return self.stock(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
-        state.note(self.block, "radial")
         single_stream = attn.add_q_proj is None
-        text = encoder_hidden_states.shape[1]
         if single_stream:
             hidden_states = torch.cat([hidden_states, encoder_hidden_states], dim=1)
         query, key, value = (f(hidden_states).unflatten(2, (attn.heads, -1)) for f in (attn.to_q, attn.to_k, attn.to_v))
@@ -148,14 +209,7 @@ class HunyuanRadialProcessor:
                 added[1] = attn.norm_added_k(added[1])
             query, key, value = (torch.cat([x, a], dim=1) for x, a in zip((query, key, value), added))
 
-        rows = []
-        for b in range(query.shape[0]):  # each prompt has its own padding
-            visible = int(attention_mask[b].reshape(-1).sum()) if attention_mask is not None else None
-            layout = dataclasses.replace(state.layout, key_limit=visible)
-            rows.append(state.attend(query[b:b + 1].transpose(1, 2), key[b:b + 1].transpose(1, 2),
-                                     value[b:b + 1].transpose(1, 2), layout))
-        out = torch.cat(rows).transpose(1, 2).flatten(2, 3).to(query.dtype)
-
+        out = self.attend_rows(query, key, value, layout, attention_mask).flatten(2, 3).to(query.dtype)
         out, encoder_out = out[:, :-text], out[:, -text:]
         if getattr(attn, "to_out", None) is not None:
             out = attn.to_out[1](attn.to_out[0](out))
@@ -163,43 +217,186 @@ class HunyuanRadialProcessor:
             encoder_out = attn.to_add_out(encoder_out)
         return out, encoder_out
 
+    def attend_rows(self, query, key, value, layout: VideoLayout, attention_mask) -> torch.Tensor:
+        """`attend` with each batch row's own padding; rows with equal padding share one kernel call."""
+        limits = [visible_keys(attention_mask, row, layout.total_tokens) for row in range(query.shape[0])]
+        if len(set(limits)) == 1:
+            return self.attend(query, key, value, dataclasses.replace(layout, key_limit=limits[0]))
+        out = torch.empty_like(query)
+        for limit in dict.fromkeys(limits):
+            rows = [row for row, own in enumerate(limits) if own == limit]
+            index = torch.tensor(rows, device=query.device)
+            row_layout = dataclasses.replace(layout, key_limit=limit)
+            out[index] = self.attend(query[index], key[index], value[index], row_layout)
+        return out
 
-def _hunyuan_layers(transformer: torch.nn.Module) -> dict[str, tuple[torch.nn.Module, int]]:
-    """The joint-attention layers of a HunyuanVideo transformer with their block index (double-stream
-    blocks first, then single-stream); the text token refiner is left alone."""
-    layers = {}
-    double = len(transformer.transformer_blocks)
-    for i, block in enumerate(transformer.transformer_blocks):
-        layers[f"transformer_blocks.{i}.attn"] = (block.attn, i)
-    for i, block in enumerate(transformer.single_transformer_blocks):
-        layers[f"single_transformer_blocks.{i}.attn"] = (block.attn, double + i)
-    return layers
+
+# ----------------------------------------------------------------------------- families
 
 
-def install_radial(transformer: torch.nn.Module, state: RadialState):
-    """Put radial processors on a video transformer; returns the installation (a context manager that
-    restores the stock processors) and the handle of the hook that records each call's layout."""
-    from gen.attention.installer import install_processors
+@dataclass(frozen=True)
+class Family:
+    """A video transformer class: its mask flavour, the attention layers that go radial, its patch."""
 
-    hunyuan = hasattr(transformer, "single_transformer_blocks")
+    name: str
+    flavour: str
+    processor: type
 
-    def record(module, args, kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        text = 0
-        if hunyuan:
-            encoder = args[2] if len(args) > 2 else kwargs["encoder_hidden_states"]
-            text = encoder.shape[1]
-        state.record_layout(module, hidden, text)
+    def layers(self, transformer: torch.nn.Module) -> dict[str, tuple[torch.nn.Module, int]]:
+        """The radial layers with the index of their transformer block (double-stream blocks first)."""
+        if self.name == "wan":
+            return {f"blocks.{i}.attn1": (block.attn1, i) for i, block in enumerate(transformer.blocks)}
+        double = list(transformer.transformer_blocks)
+        single = list(getattr(transformer, "single_transformer_blocks", []))
+        layers = {f"transformer_blocks.{i}.attn": (block.attn, i) for i, block in enumerate(double)}
+        layers.update({f"single_transformer_blocks.{i}.attn": (block.attn, len(double) + i)
+                       for i, block in enumerate(single)})
+        return layers
 
-    handle = transformer.register_forward_pre_hook(record, with_kwargs=True)
-    if hunyuan:
-        layers = _hunyuan_layers(transformer)
-        installation = install_processors(
-            transformer, layers={name: module for name, (module, _) in layers.items()},
-            factory=lambda name, module: HunyuanRadialProcessor(name, layers[name][1], state, module.processor),
-        )
-    else:
-        installation = install_processors(
-            transformer, factory=lambda name, module: WanRadialProcessor(name, state, module.processor), kind="self",
-        )
-    return installation, handle
+    def layout(self, transformer: torch.nn.Module, hidden_states: torch.Tensor, decay: float) -> VideoLayout:
+        """The video tokens of a call: (batch, channels, frames, height, width) latents after patching."""
+        config = transformer.config
+        if isinstance(config.patch_size, (tuple, list)):
+            p_t, p_h, p_w = config.patch_size
+        else:
+            p_t, p_h, p_w = config.patch_size_t, config.patch_size, config.patch_size
+        _, _, frames, height, width = hidden_states.shape
+        return VideoLayout(frames // p_t, (height // p_h) * (width // p_w), 0, self.flavour, decay)
+
+
+FAMILIES = {
+    "WanTransformer3DModel": Family("wan", "wan", WanRadialProcessor),
+    "HunyuanVideoTransformer3DModel": Family("hunyuan", "hunyuan", HunyuanRadialProcessor),
+    "HunyuanVideo15Transformer3DModel": Family("hunyuan15", "hunyuan", HunyuanRadialProcessor),
+}
+
+
+def family_of(transformer: torch.nn.Module) -> Family:
+    name = type(transformer).__name__
+    if name not in FAMILIES:
+        raise ValueError(f"radial attention supports {', '.join(FAMILIES)}; got {name}")
+    return FAMILIES[name]
+
+
+# ----------------------------------------------------------------------------- hook and installation
+
+
+def _radial_hook(family: Family, run: RadialRun, clock: Clock | None):
+    from diffusers.hooks import ModelHook
+
+    class RadialHook(ModelHook):
+        """Before each transformer call: its video layout, and the step from the clock."""
+
+        def pre_forward(self, module, *args, **kwargs):
+            hidden_states = args[0] if args else kwargs["hidden_states"]
+            run.state.layout = family.layout(module, hidden_states, run.config.decay)
+            position = clock() if clock is not None else None
+            if position is not None:
+                run.state.step, run.state.total_steps = position
+            return args, kwargs
+
+    return RadialHook()
+
+
+class RadialInstallation:
+    """Radial processors and hooks on some transformers; `restore()` (or leaving the `with`) puts the stock
+    processors back exactly and removes the hooks."""
+
+    def __init__(self, run: RadialRun, originals: dict, registries: list):
+        self.run, self._originals, self._registries = run, originals, registries
+
+    @property
+    def config(self) -> RadialConfig:
+        return self.run.config
+
+    @property
+    def stats(self) -> RadialStats:
+        return self.run.stats
+
+    @property
+    def state(self) -> RadialState:
+        return self.run.state
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [name for name, _ in self._originals]
+
+    def restore(self) -> None:
+        for (_, module), processor in self._originals.items():
+            module.set_processor(processor)
+        for registry in self._registries:
+            registry.remove_hook(HOOK_NAME, recurse=False)
+        self._originals, self._registries = {}, []
+
+    def __enter__(self) -> RadialInstallation:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+
+def install_radial(transformers: torch.nn.Module | Iterable[torch.nn.Module], config: RadialConfig,
+                   clock: Clock | None = None, stats: RadialStats | None = None) -> RadialInstallation:
+    """Put radial processors on the self-attention of video transformers (one shared state for all, e.g. both
+    experts of Wan2.2 A14B). Without a clock the step is whatever `installation.state.step` is set to."""
+    from diffusers.hooks import HookRegistry
+
+    transformers = [transformers] if isinstance(transformers, torch.nn.Module) else list(transformers)
+    run = RadialRun(config, stats=stats or RadialStats())
+    originals, registries = {}, []
+    try:
+        for index, transformer in enumerate(transformers):
+            family = family_of(transformer)
+            registry = HookRegistry.check_if_exists_or_initialize(transformer)
+            if registry.get_hook(HOOK_NAME) is not None:
+                raise ValueError(f"radial attention is already installed on this {type(transformer).__name__}")
+            for name, (module, block) in family.layers(transformer).items():
+                originals[(f"{index}.{name}" if len(transformers) > 1 else name, module)] = module.processor
+                module.set_processor(family.processor(module.processor, block, run, family.flavour))
+            registry.register_hook(_radial_hook(family, run, clock), HOOK_NAME)
+            registries.append(registry)
+    except Exception:
+        RadialInstallation(run, originals, registries).restore()
+        raise
+    return RadialInstallation(run, originals, registries)
+
+
+def pipeline_transformers(pipe) -> list[torch.nn.Module]:
+    """The denoising transformers of a pipeline: one, or two for Wan2.2 A14B (high- and low-noise experts)."""
+    return [t for t in (getattr(pipe, "transformer", None), getattr(pipe, "transformer_2", None)) if t is not None]
+
+
+def pipeline_clock(pipe) -> Clock:
+    """The step of a diffusers pipeline's call in progress, read from the pipeline (no callback needed):
+    the index of its `current_timestep` among the timesteps this call runs (the tail of
+    `scheduler.timesteps`: video-to-video starts part-way)."""
+
+    def clock():
+        timestep, total = pipe.current_timestep, getattr(pipe, "num_timesteps", None)
+        timesteps = getattr(pipe.scheduler, "timesteps", None)
+        if timestep is None or total is None or timesteps is None:
+            return None
+        nearest = int((timesteps.float() - float(timestep)).abs().argmin())  # robust to dtype casts
+        return nearest - (len(timesteps) - total), total
+
+    return clock
+
+
+def radial_attention(pipe, *, decay: float | None = None, dense_layers: int | None = None,
+                     dense_steps: int | None = None, dense_final_steps: int = 0, granularity: str = "block",
+                     kernel: str = "flex", stats: RadialStats | None = None) -> RadialInstallation:
+    """Radial attention on a stock diffusers Wan or HunyuanVideo (1.5) pipeline, for a `with` block.
+
+    Settings left out take the defaults of the pipeline's model family (Wan2.1 1/12/0.2, Wan2.2 1/11/0.8,
+    HunyuanVideo 0/12/0.95 as dense layers/steps/decay). The stock processors and hooks are restored on exit.
+    """
+    from gen.video_models import preset_for_pipeline
+
+    preset = preset_for_pipeline(pipe)
+    config = RadialConfig(
+        decay=preset.decay if decay is None else decay, granularity=granularity,
+        dense_layers=preset.dense_layers if dense_layers is None else dense_layers,
+        dense_steps=preset.dense_steps if dense_steps is None else dense_steps,
+        dense_final_steps=dense_final_steps, kernel=kernel,
+    )
+    return install_radial(pipeline_transformers(pipe), config, pipeline_clock(pipe), stats)
