@@ -122,11 +122,13 @@ class Studio:
 LABELS = {
     "prompt": "Prompt", "negative": "Negative prompt", "model": "Model", "width": "Width", "height": "Height",
     "steps": "Steps", "guidance": "Guidance", "seed": "Seed", "entropy_scaling": "Entropy scaling",
-    "batch": "Batch count", "content": "Content", "style": "Style image(s)", "strength": "Style strength",
+    "batch": "Batch count", "content": "Content", "style": "Style image(s)", "strength": "Strength",
     "temperature": "Temperature T", "size": "Size", "preserve_color": "Preserve colour", "mask": "Mask",
     "frames": "Frames", "attention": "Attention", "dense_layers": "Dense layers", "dense_steps": "Dense steps",
-    "decay": "Decay", "mask_granularity": "Mask granularity",
+    "decay": "Decay", "mask_granularity": "Mask granularity", "image": "First image", "last_image": "Last image",
+    "video": "Input video",
 }
+VIDEO_INPUTS = ("image", "last_image", "video")  # uploads: a sidecar names them, "send to tab" cannot restore them
 
 
 def label_of(field: str) -> str:
@@ -146,7 +148,7 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
     from gen.loading import cached_pipelines
     from pipelines.text_to_video import ATTENTION_MODES
     from gen.models import PRESETS, SD_PIPELINES, SDXL_PIPELINES
-    from gen.video_models import VIDEO_PIPELINES, VIDEO_PRESETS
+    from gen.video_models import DEFAULT_STRENGTH, VIDEO_PIPELINES, VIDEO_PRESETS
 
     cached = cached_pipelines()  # models already downloaded, beyond the presets
     image_models = [n for n, p in PRESETS.items() if p.source != "arch"] + sorted(
@@ -183,11 +185,14 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
 
     @one_line_errors
     def generate_video(prompt, model, frames, width, height, steps, attention, dense_layers, dense_steps, decay,
-                       granularity, seed, gallery, progress=gr.Progress()):
+                       granularity, seed, image=None, last_image=None, video=None, strength=None, gallery=None,
+                       progress=gr.Progress()):
+        inputs = {field: path for field, path in zip(VIDEO_INPUTS, map(_upload_path, (image, last_image, video)))
+                  if path}
         values = dict(prompt=prompt or "", model=model, attention=attention, mask_granularity=granularity,
                       frames=frames, width=width, height=height, steps=steps, dense_layers=dense_layers,
-                      dense_steps=dense_steps, decay=decay, seed=seed)
-        records = studio.run("video", values, progress)
+                      dense_steps=dense_steps, decay=decay, seed=seed, strength=strength, **inputs)
+        records = [dict(record, inputs=inputs) for record in studio.run("video", values, progress)]
         return records[0]["path"], (gallery or []) + records, _params_json(records)
 
     @one_line_errors
@@ -199,7 +204,7 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
         # The layout's settings are checked as a video job's are (and bounded before anything is allocated).
         job = VideoJob.from_dict(dict(prompt="", model=model, frames=frames, width=width, height=height, decay=decay,
                                       mask_granularity=granularity), text=True)
-        job.check()
+        job.check_layout()  # an image-to-video model's mask is drawn without its image
         preset = video_preset(job.model)
         layout = video_layout(preset, *preset.shape(job.frames, job.width, job.height), job.decay)
         saved = 1 - attention_flops_fraction(layout, granularity)
@@ -232,6 +237,7 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
             from gen.video_io import sidecar_path
 
             files.append(str(sidecar_path(record["path"])))
+            files += [path for path in record.get("inputs", {}).values() if Path(path).is_file()]  # what it came from
         return json.dumps(record["params"], indent=2), files
 
     def stop():
@@ -306,6 +312,12 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                             v_frames = gr.Number(value=17, label=_label("frames", "4k+1"), precision=0)
                             v_width = gr.Number(value=64, label=_label("width"), precision=0)
                             v_height = gr.Number(value=64, label=_label("height"), precision=0)
+                        with gr.Accordion("Input image or video (models that take them)", open=True):
+                            with gr.Row():
+                                v_image = gr.Image(type="filepath", label=_label("image", "image-to-video"))
+                                v_last = gr.Image(type="filepath", label=_label("last_image", "first/last frame"))
+                            v_video = gr.Video(sources=["upload"], label=_label("video", "video-to-video"))
+                            v_strength = gr.Textbox(label=_label("strength", f"video-to-video; blank: {DEFAULT_STRENGTH}"))
                         v_attention = gr.Radio(list(ATTENTION_MODES), value=VideoJob.attention, label=_label("attention"))
                         with gr.Accordion("Radial attention", open=False):
                             v_dense_layers = gr.Textbox(label=_label("dense_layers", "blank: per model"))
@@ -335,7 +347,8 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                 with gr.Row():
                     g_params = gr.Code(label="Parameters of the selected result", language="json",
                                        elem_id="gallery-params")
-                    g_files = gr.File(label="Download (video: with its parameter sidecar)", file_count="multiple")
+                    g_files = gr.File(label="Download (video: with its parameter sidecar and inputs)",
+                                      file_count="multiple")
 
         i_random.click(lambda: int(time.time_ns() % 2**32), outputs=i_seed, api_name=False, queue=False)
         i_aspect.change(lambda a: {"1:1": ("512", "512"), "3:2": ("512", "344"), "16:9": ("512", "288"),
@@ -350,7 +363,8 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
         s_content.change(lambda c: c, s_content, s_painted, api_name=False, queue=False)  # paint over the content
         video_event = v_go.click(generate_video, [v_prompt, v_model, v_frames, v_width, v_height, v_steps,
                                                   v_attention, v_dense_layers, v_dense_steps, v_decay, v_granularity,
-                                                  v_seed, gallery], [v_out, gallery, v_params], api_name="video")
+                                                  v_seed, v_image, v_last, v_video, v_strength, gallery],
+                                 [v_out, gallery, v_params], api_name="video")
         for button, event in ((i_stop, image_event), (s_stop, style_event), (v_stop, video_event)):
             button.click(stop, api_name=False, queue=False)
         for component in (v_model, v_frames, v_width, v_height, v_decay, v_granularity):
@@ -367,7 +381,8 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                                  size=s_size, preserve=s_preserve, weights=s_weights),
                    "video": dict(prompt=v_prompt, model=v_model, frames=v_frames, width=v_width, height=v_height,
                                  steps=v_steps, attention=v_attention, dense_layers=v_dense_layers,
-                                 dense_steps=v_dense_steps, decay=v_decay, granularity=v_granularity, seed=v_seed)}
+                                 dense_steps=v_dense_steps, decay=v_decay, granularity=v_granularity, seed=v_seed,
+                                 strength=v_strength)}
         p_send.click(lambda text: _send_to_tab(text, targets), p_json,
                      [tabs] + [c for kind in ("image", "style", "video") for c in targets[kind].values()],
                      api_name=False)
@@ -376,6 +391,14 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
         g_all.select(show_gallery_item, gallery, [g_params, g_files], api_name=False, queue=False)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     return demo
+
+
+def _upload_path(value) -> str | None:
+    """The file path of an upload widget's value (Gradio gives a path, or a dict holding one)."""
+    if isinstance(value, dict):
+        value = value.get("path") or value.get("video") or value.get("name")
+        return _upload_path(value)
+    return str(value) if value else None
 
 
 def _weights(text: str | None, count: int) -> list[float]:
@@ -401,7 +424,9 @@ def _caption(params: dict) -> str:
         return f"style: {', '.join(params.get('content_files', []))} × {params.get('styles', '')}"
     size = f"{params.get('width')}×{params.get('height')}"
     if kind == "video":
-        return f"video {params.get('frames')} frames {size}, seed {params.get('seed')}: {params.get('prompt', '')}"[:120]
+        mode = f" ({params['mode']})" if params.get("mode") not in (None, "text-to-video") else ""
+        return (f"video{mode} {params.get('frames')} frames {size}, seed {params.get('seed')}: "
+                f"{params.get('prompt', '')}")[:120]
     return f"seed {params.get('seed')}, {size}: {params.get('prompt', '')}"[:120]
 
 
@@ -437,7 +462,10 @@ def _send_to_tab(params_json: str, targets: dict) -> dict:
         values = dict(prompt=job.prompt, model=job.model, frames=job.frames, width=job.width, height=job.height,
                       steps=job.steps, attention=job.attention, dense_layers=text(job.dense_layers),
                       dense_steps=text(job.dense_steps), decay=text(job.decay), granularity=job.mask_granularity,
-                      seed=job.seed)
+                      seed=job.seed, strength=text(job.strength))
+        uploads = [f"{label_of(field).lower()} {getattr(job, field)}" for field in VIDEO_INPUTS if getattr(job, field)]
+        if uploads:
+            gr.Info(f"settings sent; upload the inputs again: {', '.join(uploads)}")
     return {targets["tab"]: gr.Tabs(selected=job.kind),
             **{targets[job.kind][name]: value for name, value in values.items()}}
 

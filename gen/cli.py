@@ -137,14 +137,23 @@ def _add_style_command(commands) -> None:
 def _add_video_command(commands) -> None:
     from gen.attention.radial import GRANULARITIES
     from gen.jobs import VideoJob
+    from gen.video_models import DEFAULT_STRENGTH
     from pipelines.text_to_video import ATTENTION_MODES
 
     video = _job_parser(
-        commands, "video", help="text-to-video with radial sparse attention (Wan, HunyuanVideo)",
+        commands, "video", help="video from text, a first/last frame or a video, with radial sparse attention "
+        "(Wan, HunyuanVideo)",
         description="Generate a video. Radial attention makes attention cost O(n log n); the first "
-        "--dense-layers blocks and --dense-steps steps run dense (warm-up).")
+        "--dense-layers blocks and --dense-steps steps run dense (warm-up). The model decides which inputs it "
+        "takes (--image, --last-image, --video); input images and frames are scaled to cover the output size "
+        "and centre-cropped.")
     video.add_argument("prompt")
     _add_video_layout_arguments(video, default_model=_default(VideoJob, "model"))
+    video.add_argument("--image", metavar="IMAGE", help="first frame (image-to-video models, wan2.2-ti2v-5b)")
+    video.add_argument("--last-image", metavar="IMAGE", help="last frame (first/last-frame models)")
+    video.add_argument("--video", metavar="VIDEO", help="input video: video-to-video (Wan text-to-video models)")
+    video.add_argument("--strength", type=float, help="video-to-video: how much changes, 0–1; the part of the "
+                       f"schedule run (default {DEFAULT_STRENGTH})")
     video.add_argument("--steps", type=int, help="denoising steps (default: per model)")
     video.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: per model)")
     video.add_argument("--negative", help="negative prompt")

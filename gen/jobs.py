@@ -247,11 +247,12 @@ class StyleJob(Job):
 
 @dataclass(frozen=True, kw_only=True)
 class VideoJob(Job):
-    """Text-to-video with radial sparse attention and dense warm-up."""
+    """Video from text, a first (and last) frame or an input video, with radial sparse attention and dense
+    warm-up. The model decides which inputs it takes (gen.video_models.check_video_inputs)."""
 
     kind: ClassVar[str] = "video"
     extension: ClassVar[str] = ".mp4"
-    file_fields: ClassVar[tuple[str, ...]] = ("lora",)
+    file_fields: ClassVar[tuple[str, ...]] = ("lora", "image", "last_image", "video")
 
     prompt: str
     model: str = "tiny-wan"
@@ -270,27 +271,43 @@ class VideoJob(Job):
     lora: tuple[str, ...] = ()  # `PATH` or `PATH:SCALE`, .safetensors
     fps: int = 16
     png_frames: bool = False
+    image: str | None = None  # first frame (image-to-video models, Wan2.2-TI2V-5B)
+    last_image: str | None = None  # last frame (first/last-frame models)
+    video: str | None = None  # input video (video-to-video)
+    strength: float | None = None  # video-to-video: the part of the schedule run (None: 0.8)
 
     def check(self) -> None:
-        from gen.attention.radial import GRANULARITIES
-        from gen.validation import (check_choice, check_finite, check_guidance, check_radial_settings, check_range,
-                                    check_steps, parse_weighted_path)
-        from gen.video_models import check_video_shape, video_preset
+        from gen.validation import check_choice, check_finite, check_guidance, check_range, check_steps, parse_weighted_path
+        from gen.video_models import check_pipeline_dependencies, check_video_inputs, pipeline_class_for, video_preset
         from pipelines.text_to_video import ATTENTION_MODES
 
         super().check()
+        self.check_layout()
         preset = video_preset(self.model)
-        check_video_shape(preset, *preset.shape(self.frames, self.width, self.height))
+        given = dict(image=self.image is not None, last_image=self.last_image is not None, video=self.video is not None)
+        check_video_inputs(preset, **given, strength=self.strength, steps=self.steps or preset.steps,
+                           size_given=self.width is not None or self.height is not None)
+        check_pipeline_dependencies(pipeline_class_for(preset, given["image"], given["video"]))
         if self.steps is not None:
             check_steps(self.steps)
         if self.guidance is not None:
             check_guidance(self.guidance)
         check_choice("attention", self.attention, ATTENTION_MODES)
-        check_choice("mask_granularity", self.mask_granularity, GRANULARITIES)
-        check_radial_settings(self.dense_layers, self.dense_steps, self.dense_final_steps, self.decay)
         check_range("fps", self.fps, 1, 120)
         for spec in self.lora:
             check_finite("lora", parse_weighted_path(spec)[1], f" scale in {spec!r}")
+
+    def check_layout(self) -> None:
+        """What fixes the radial mask (model, frames, size, decay, granularity, warm-up), whatever the inputs:
+        also what `gen mask` and the UI's mask picture check."""
+        from gen.attention.radial import GRANULARITIES
+        from gen.validation import check_choice, check_radial_settings
+        from gen.video_models import check_video_shape, video_preset
+
+        preset = video_preset(self.model)
+        check_video_shape(preset, *preset.shape(self.frames, self.width, self.height))
+        check_choice("mask_granularity", self.mask_granularity, GRANULARITIES)
+        check_radial_settings(self.dense_layers, self.dense_steps, self.dense_final_steps, self.decay)
 
 
 JOB_TYPES: dict[str, type[Job]] = {cls.kind: cls for cls in (ImageJob, StyleJob, VideoJob)}
@@ -493,10 +510,16 @@ def _plan_video(job: VideoJob, existing_ok: bool) -> JobPlan:
     from gen.outputs import check_output_paths
     from gen.validation import parse_weighted_path
     from gen.video_io import sidecar_path
-    from gen.video_models import check_lora_file, video_preset
+    from gen.video_models import bucket_size, check_lora_file, video_preset
 
     preset = video_preset(job.model)
     frames, width, height = preset.shape(job.frames, job.width, job.height)
+    images = {field: _input_image(field, getattr(job, field)) for field in ("image", "last_image")
+              if getattr(job, field) is not None}
+    if job.video is not None:
+        _check_input_video(job.video, frames)
+    if preset.bucket is not None:  # the model sizes the video from the image; the job leaves the size unset
+        width, height = bucket_size(preset, *images["image"].size)
     seed = job.seed if job.seed is not None else secrets.randbelow(2**32)
     loras = [parse_weighted_path(spec) for spec in job.lora]
     for path, _ in loras:
@@ -507,9 +530,35 @@ def _plan_video(job: VideoJob, existing_ok: bool) -> JobPlan:
     frames_dir = out.with_name(out.stem + "_frames")
     if job.png_frames and frames_dir.exists() and not existing_ok:
         raise FieldError("overwrite", f"frame folder {str(frames_dir)!r} already exists; pass {{name}} to replace it")
-    planned = job.replace(frames=frames, width=width, height=height, seed=seed, out=str(out))
+    size = {} if preset.bucket is not None else dict(width=width, height=height)
+    planned = job.replace(frames=frames, seed=seed, out=str(out), **size)
     return JobPlan(planned, [out, sidecar_path(out)], {"loras": loras, "frames_dir": frames_dir,
                                                        "random": preset.is_random})
+
+
+def _input_image(field: str, path: str):
+    """An input image read as `gen style` reads them; a bad one is refused naming its field (`--image`)."""
+    from gen.images import load_image
+
+    try:
+        return load_image(path, "{name}")
+    except FieldError:
+        raise
+    except GenError as exc:
+        raise FieldError(field, str(exc)) from None
+
+
+def _check_input_video(path: str, frames: int) -> None:
+    """The input video can be read and has the frames asked for (ffmpeg counts them; nothing is kept)."""
+    from gen.video_io import video_frame_count
+
+    try:
+        count = video_frame_count(path, "{name}")
+    except GenError as exc:
+        raise FieldError("video", str(exc)) from None
+    if count < frames:
+        raise FieldError("video", f"{{name}} {Path(path).name} has {count} frames; {frames} are needed "
+                         "(give fewer frames or a longer video)")
 
 
 _PLANNERS: dict[str, Callable[[Any, bool], JobPlan]] = {"image": _plan_image, "style": _plan_style, "video": _plan_video}
@@ -639,7 +688,8 @@ def _run_video(plan: JobPlan, pipe, progress: Progress | None) -> list[dict]:
     result = pipe(job.prompt, negative_prompt=job.negative, frames=job.frames, width=job.width, height=job.height,
                   num_inference_steps=job.steps, guidance_scale=job.guidance, seed=job.seed, attention=job.attention,
                   dense_layers=job.dense_layers, dense_steps=job.dense_steps, dense_final_steps=job.dense_final_steps,
-                  decay=job.decay, granularity=job.mask_granularity,
+                  decay=job.decay, granularity=job.mask_granularity, image=job.image, last_image=job.last_image,
+                  video=job.video, strength=job.strength,
                   on_step=(lambda step, total: progress("video", step, total)) if progress else None)
     params = dict(result.parameters, fps=job.fps)
     video, sidecar = plan.outputs

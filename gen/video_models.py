@@ -307,29 +307,31 @@ def presets_taking(kind: str) -> str:
 
 def check_video_inputs(preset: VideoPreset, image: bool = False, last_image: bool = False, video: bool = False,
                        strength: float | None = None, steps: int | None = None, size_given: bool = False) -> None:
-    """The inputs a model takes: which are allowed, which required, and video-to-video's strength."""
+    """The inputs a model takes (which are allowed, which required) and video-to-video's strength. Errors name
+    the input's field (`image`, `last_image`, `video`, `strength`), which each face words its own way."""
     name = preset.name
     if image and video:
-        raise GenError("give either an input image or an input video, not both")
+        raise FieldError("video", "{name} and an input image cannot both be given")
     if last_image and not image:
-        raise GenError("a last image needs a first image too")
-    for kind, given, what in (("image", image, "an input image"), ("last_image", last_image, "a last image"),
-                              ("video", video, "an input video")):
-        mode = getattr(preset, kind)
+        raise FieldError("last_image", "{name} needs a first image too")
+    wanted = {"image": "a first-frame image", "last_image": "a last-frame image", "video": "an input video"}
+    for field, given in (("image", image), ("last_image", last_image), ("video", video)):
+        mode = getattr(preset, field)
         if given and mode == "none":
-            raise GenError(f"{name} takes no {what.split(' ', 1)[1]}; models that do: {presets_taking(kind)}")
-        if not given and mode == "required" and not (kind == "image" and video):
-            raise GenError(f"{name} needs {what}" + (" (first and last frame)" if kind == "last_image" else ""))
+            raise FieldError(field, f"{name} takes no {{name}}; models that do: {presets_taking(field)}")
+        if not given and mode == "required" and not (field == "image" and video):
+            raise FieldError(field, f"{name} needs {wanted[field]} ({{name}})")
     if strength is not None:
         if not video:
-            raise GenError("strength applies to video-to-video only: give an input video")
+            raise FieldError("strength", "{name} applies to video-to-video only: give an input video too")
         if not (math.isfinite(strength) and 0 < strength <= 1):
-            raise GenError(f"strength must be > 0 and <= 1, got {strength}")
+            raise FieldError("strength", f"{{name}} must be > 0 and <= 1, got {strength}")
         if steps is not None and int(steps * strength) < 1:
-            raise GenError(f"strength {strength} with {steps} steps runs no denoising step; raise strength or steps")
+            raise FieldError("strength", f"{{name}} {strength} with {steps} steps runs no denoising step; "
+                             "raise it or the steps")
     if size_given and preset.bucket is not None:
-        raise GenError(f"{name} takes its output size from the input image's aspect ratio; leave width and "
-                       "height unset")
+        raise FieldError("width", f"{name} takes its output size from the input image's aspect ratio; leave "
+                         "{name} and height unset")
 
 
 def pipeline_class_for(preset: VideoPreset, image: bool = False, video: bool = False) -> str:

@@ -102,6 +102,24 @@ def test_video_sidecar_and_mask_endpoints(served, tmp_path):
     assert "32760 tokens" in text and "66.2 %" in text
 
 
+def test_video_tab_takes_a_first_image_and_names_it_in_the_record(served, tmp_path):
+    _, client = served
+    first = tmp_path / "first.png"
+    Image.fromarray((np.random.RandomState(0).rand(48, 80, 3) * 255).astype(np.uint8)).save(first)
+    video, params_json = client.predict("waves", "tiny-wan-i2v", 5, 64, 64, 1, "radial", "", "", "", "block", 1,
+                                        handle_file(str(first)), None, None, "", api_name="/video")
+    params = json.loads(params_json)
+    assert (params["mode"], params["image"][-4:], params["frames"]) == ("image-to-video", ".png", 5)
+    import hashlib
+
+    assert params["input_sha256"]["image"] == hashlib.sha256(first.read_bytes()).hexdigest()
+    with pytest.raises(Exception, match="tiny-wan-i2v needs a first-frame image \\(First image\\)"):
+        client.predict("waves", "tiny-wan-i2v", 5, 64, 64, 1, "radial", "", "", "", "block", 1, api_name="/video")
+    with pytest.raises(Exception, match="Strength applies to video-to-video only"):
+        client.predict("waves", "tiny-wan", 5, 64, 64, 1, "radial", "", "", "", "block", 1, None, None, None, "0.5",
+                       api_name="/video")
+
+
 @pytest.mark.parametrize("arguments,message", [
     (("a fox", "", "tiny-sd", "100", "64", "2", "", 7, "auto", 1), "Width 100 is not a multiple of 8"),
     (("a fox", "", "no-such-model", "64", "64", "2", "", 7, "auto", 1), "unknown model 'no-such-model'"),
@@ -216,7 +234,7 @@ def test_parameters_go_back_to_the_tab_they_came_from():
     fields = {"image": ("prompt", "negative", "model", "width", "height", "steps", "guidance", "seed", "entropy"),
               "style": ("model", "strength", "temperature", "steps", "size", "preserve", "weights"),
               "video": ("prompt", "model", "frames", "width", "height", "steps", "attention", "dense_layers",
-                        "dense_steps", "decay", "granularity", "seed")}
+                        "dense_steps", "decay", "granularity", "seed", "strength")}
     targets = {"tab": "tabs", **{kind: {name: f"{kind}.{name}" for name in names} for kind, names in fields.items()}}
     image = _send_to_tab(json.dumps({"kind": "image", "prompt": "a fox", "negative_prompt": "blur", "model": "sd15",
                                      "width": 768, "height": 512, "steps": 30, "guidance": 7.5, "seed": 9,
@@ -230,6 +248,9 @@ def test_parameters_go_back_to_the_tab_they_came_from():
                                      "dense_steps": 2, "decay": 0.2, "mask_granularity": "token", "seed": 3}), targets)
     assert video["tabs"].selected == "video" and video["video.granularity"] == "token"
     assert (video["video.frames"], video["video.decay"], video["video.attention"]) == (17, "0.2", "dense")
+    v2v = _send_to_tab(json.dumps({"kind": "video", "prompt": "waves", "model": "tiny-wan", "frames": 5,
+                                   "video": "in.mp4", "strength": 0.7, "input_sha256": {"video": "ab"}}), targets)
+    assert v2v["video.strength"] == "0.7"  # the input video's name is said in a notice: upload it again
     with pytest.raises(Exception, match="not gen parameters"):
         _send_to_tab(json.dumps({"Steps": 20}), targets)
 

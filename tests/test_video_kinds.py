@@ -7,6 +7,7 @@ equal dense attention exactly, with no compiled kernel needed (the kernel itself
 """
 
 import dataclasses
+import json
 import re
 
 import numpy as np
@@ -244,13 +245,13 @@ def test_mask_command_knows_every_preset(capsys):
 
 
 @pytest.mark.parametrize("name,given,message", [
-    ("hunyuan-video", dict(image=True), "hunyuan-video takes no input image; models that do: wan2.1-i2v-480p"),
-    ("wan2.1-i2v-480p", {}, "wan2.1-i2v-480p needs an input image"),
-    ("wan2.1-flf2v-720p", dict(image=True), "needs a last image (first and last frame)"),
-    ("wan2.1-i2v-480p", dict(image=True, last_image=True), "takes no last image; models that do: wan2.1-flf2v-720p"),
-    ("wan2.2-i2v-a14b", dict(last_image=True), "a last image needs a first image too"),
-    ("wan2.2-a14b", dict(video=True), "wan2.2-a14b takes no input video; models that do: wan2.1-1.3b"),
-    ("wan2.2-ti2v-5b", dict(image=True, video=True), "either an input image or an input video, not both"),
+    ("hunyuan-video", dict(image=True), "hunyuan-video takes no image; models that do: wan2.1-i2v-480p"),
+    ("wan2.1-i2v-480p", {}, "wan2.1-i2v-480p needs a first-frame image (image)"),
+    ("wan2.1-flf2v-720p", dict(image=True), "needs a last-frame image (last_image)"),
+    ("wan2.1-i2v-480p", dict(image=True, last_image=True), "takes no last_image; models that do: wan2.1-flf2v-720p"),
+    ("wan2.2-i2v-a14b", dict(last_image=True), "last_image needs a first image too"),
+    ("wan2.2-a14b", dict(video=True), "wan2.2-a14b takes no video; models that do: wan2.1-1.3b"),
+    ("wan2.2-ti2v-5b", dict(image=True, video=True), "video and an input image cannot both be given"),
     ("wan2.1-1.3b", dict(strength=0.5), "strength applies to video-to-video only"),
     ("wan2.1-1.3b", dict(video=True, strength=1.5), "strength must be > 0 and <= 1, got 1.5"),
     ("wan2.1-1.3b", dict(video=True, strength=float("nan")), "strength must be > 0 and <= 1, got nan"),
@@ -288,3 +289,86 @@ def test_unreadable_inputs_and_short_videos_are_refused_before_generating(tmp_pa
 def test_stock_pipelines_get_their_family_defaults(name, defaults):
     with radial_attention(load(name).pipe) as radial:
         assert (radial.config.decay, radial.config.dense_layers, radial.config.dense_steps) == defaults
+
+
+# ----------------------------------------------------------------------------- command line and job files
+
+
+@pytest.fixture(scope="module")
+def input_files(tmp_path_factory):
+    from gen.video_io import write_mp4
+
+    folder = tmp_path_factory.mktemp("inputs")
+    picture(1).save(folder / "first.png")
+    picture(2, mode="RGBA").save(folder / "last.png")
+    write_mp4(folder / "in.mp4", np.stack(clip(40, frames=9)).astype(np.float32) / 255)
+    (folder / "broken.png").write_bytes(b"\x89PNG not an image")
+    write_mp4(folder / "short.mp4", np.stack(clip(50, frames=3)).astype(np.float32) / 255)
+    return folder
+
+
+def test_image_to_video_command_records_its_input(input_files, tmp_path, capsys):
+    from gen.cli import main
+    from gen.video_io import file_sha256
+
+    out = tmp_path / "i2v.mp4"
+    assert main(["video", "a boat", "--model", "tiny-wan22-i2v", "--image", str(input_files / "first.png"),
+                 "--last-image", str(input_files / "last.png"), "--frames", "5", "--steps", "2", "--guidance", "1",
+                 "--seed", "2", "--out", str(out)]) == 0
+    params = json.loads(out.with_suffix(".json").read_text())
+    assert (params["mode"], params["image"], params["last_image"], params["video"]) == (
+        "first-last-frame-to-video", "first.png", "last.png", None)
+    assert params["input_sha256"] == {"image": file_sha256(input_files / "first.png"),
+                                      "last_image": file_sha256(input_files / "last.png")}
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0 and '"last_image": "last.png"' in capsys.readouterr().out
+
+
+def test_job_files_take_inputs_relative_to_the_file(input_files, tmp_path):
+    """image, video and strength in a job file; relative paths are relative to the job file's folder."""
+    from gen.render import render
+    from gen.video_io import read_mp4_info
+
+    jobs = input_files / "jobs.jsonl"
+    common = dict(kind="video", prompt="waves", frames=5, steps=2, guidance=1.0, seed=4)
+    jobs.write_text("\n".join(json.dumps(dict(common, **job)) for job in [
+        dict(id="from-image", model="tiny-wan-ti2v", image="first.png"),
+        dict(id="from-video", model="tiny-wan", video="in.mp4", strength=0.5, steps=4),
+    ]) + "\n")
+    summary = render(str(jobs), tmp_path / "renders")
+    assert (summary.done, summary.failed) == (2, 0)
+    image_job = json.loads((tmp_path / "renders" / "from-image.json").read_text())
+    video_job = json.loads((tmp_path / "renders" / "from-video.json").read_text())
+    assert (image_job["mode"], image_job["image"]) == ("image-to-video", "first.png")
+    assert (video_job["mode"], video_job["video"], video_job["strength"]) == ("video-to-video", "in.mp4", 0.5)
+    assert read_mp4_info(tmp_path / "renders" / "from-video.mp4")["frames"] == 5
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--model", "tiny-hunyuan", "--image", "first.png"], "tiny-hunyuan takes no --image; models that do:"),
+    (["--model", "tiny-wan-i2v"], "tiny-wan-i2v needs a first-frame image (--image)"),
+    (["--model", "tiny-wan-i2v", "--image", "broken.png"], "--image broken.png is not an image file PIL can read"),
+    (["--model", "tiny-wan-i2v", "--image", "missing.png"], "--image 'missing.png' does not exist"),
+    (["--model", "tiny-wan-i2v", "--image", "first.png", "--last-image", "last.png"], "takes no --last-image"),
+    (["--model", "tiny-wan", "--video", "short.mp4"], "--video short.mp4 has 3 frames; 5 are needed"),
+    (["--model", "tiny-wan", "--video", "broken.png"], "--video broken.png cannot be read as a video"),
+    (["--model", "tiny-wan", "--strength", "0.5"], "--strength applies to video-to-video only"),
+    (["--model", "tiny-wan", "--video", "in.mp4", "--strength", "2"], "--strength must be > 0 and <= 1, got 2.0"),
+    (["--model", "tiny-wan-i2v", "--image", "first.png", "--frames", "6"], "takes 4k+1 frames; 6 is not one"),
+    (["--model", "tiny-wan-ti2v", "--image", "first.png", "--width", "48"], "--width 48 is not a multiple of 32"),
+    (["--model", "tiny-hunyuan15-i2v", "--image", "first.png", "--height", "48"],
+     "takes its output size from the input image's aspect ratio"),
+])
+def test_bad_video_inputs_exit_2_and_write_nothing(input_files, tmp_path, monkeypatch, capsys, extra, message):
+    from gen.cli import main
+
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("first.png", "last.png", "in.mp4", "broken.png", "short.mp4"):
+        (work / name).write_bytes((input_files / name).read_bytes())
+    before = sorted(p.name for p in work.iterdir())
+    monkeypatch.chdir(work)
+    code = main(["video", "x", "--frames", "5", "--steps", "1", "--out", "v.mp4", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert sorted(p.name for p in work.iterdir()) == before
