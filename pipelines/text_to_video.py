@@ -38,6 +38,7 @@ import gen
 from gen.attention.radial import GRANULARITIES
 from gen.attention.video import RadialConfig, RadialStats, install_radial, pipeline_clock, pipeline_transformers
 from gen.errors import GenError
+from gen.images import cover_resize, load_image
 from gen.loading import dtype_name
 from gen.validation import check_guidance, check_radial_settings, check_seed, check_steps
 from gen.video_models import (DEFAULT_STRENGTH, VideoPreset, bucket_size, check_pipeline_dependencies,
@@ -155,7 +156,7 @@ class TextToVideoPipeline:
         config = self._radial_config(decay, granularity, dense_layers, dense_steps, dense_final_steps)
         self._check(steps, guidance, seed, attention)
         # 2. Read the inputs and fix the output size (HunyuanVideo 1.5 I2V: from the image's aspect ratio).
-        first = _read_image(image, "image") if image is not None else None
+        first = load_image(image, "image") if image is not None else None
         if p.bucket is not None and first is not None:
             width, height = bucket_size(p, *first.size)
         frames, width, height = p.shape(frames, width, height)
@@ -229,23 +230,15 @@ class TextToVideoPipeline:
             yield
 
 
-def _read_image(source: ImageInput, label: str) -> Image.Image:
-    from gen.images import load_image
-
-    return load_image(source, label)
-
-
 def _fit_inputs(first: Image.Image | None, image, last_image, video, frames: int, width: int,
                 height: int) -> VideoInputs:
     """Fit the inputs to the output size (cover, centre crop) and record their names and content hashes."""
-    from gen.images import cover_resize
-
     inputs = VideoInputs()
     if first is not None:
         inputs.image = cover_resize(first, width, height)
         _record(inputs, "image", image, first)
     if last_image is not None:
-        last = _read_image(last_image, "last image")
+        last = load_image(last_image, "last image")
         inputs.last_image = cover_resize(last, width, height)
         _record(inputs, "last_image", last_image, last)
     if video is not None:
