@@ -129,11 +129,12 @@ def test_gamma_maps_back_onto_strength():
         gamma_to_strength(-0.1)
 
 
-def test_default_layers_are_the_papers_for_sd15_and_the_finest_decoder_levels_for_sdxl(tiny_sdxl):
+def test_default_layers_are_the_papers_for_sd15_and_vsp_for_sdxl(tiny_sdxl):
     sd15 = build_arch_unet("arch-sd15", device="meta")
     assert default_injection_layers(sd15) == [
         f"up_blocks.{i}.attentions.{j}.transformer_blocks.0.attn1" for i in (2, 3) for j in range(3)]
-    assert default_injection_layers(tiny_sdxl.pipe.unet)[0].startswith("up_blocks.0.")
+    assert default_injection_layers(tiny_sdxl.pipe.unet) == [  # every block of its finest attention level
+        f"up_blocks.1.attentions.{j}.transformer_blocks.0.attn1" for j in range(2)]
 
 
 def _reference(attn, h_content, h_current, h_style, gamma, temperature):
