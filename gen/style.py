@@ -24,6 +24,7 @@ entry or explicit layer names.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -241,6 +242,11 @@ def feature_shape(unet: torch.nn.Module, layer: str, latent_hw: tuple[int, int])
     h, w = level_sizes(*latent_hw, levels=levels)[max(0, min(level, levels - 1))]
     channels = unet.get_submodule(layer).to_q.in_features
     return h * w, channels
+
+
+def feature_elements(unet: torch.nn.Module, layers: list[str], latent_hw: tuple[int, int]) -> int:
+    """Numbers kept per image and step for `layers` (their input hidden states), for memory estimates."""
+    return sum(math.prod(feature_shape(unet, layer, latent_hw)) for layer in layers)
 
 
 # ----------------------------------------------------------------------------- state and processor

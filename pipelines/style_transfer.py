@@ -46,7 +46,7 @@ from gen.loading import dtype_name
 from gen.models import LoadedModel, load_pipeline, wrap_pipeline
 from gen.style import (DEFAULT_CONVENTION, DEFAULT_GAMMA, DEFAULT_TEMPERATURE, LAYER_SETS, Convention,
                        InjectionState, StyleInjectionProcessor, adain, blended_stats, convention as
-                       resolve_convention, default_layer_set, feature_shape, layer_set, normalise_weights,
+                       resolve_convention, default_layer_set, feature_elements, layer_set, normalise_weights,
                        strength_to_gamma)
 from gen.validation import check_size, check_steps
 
@@ -270,12 +270,11 @@ class StyleTransferPipeline:
         check_size(width, height, multiple=factor)
         return width, height
 
-    def _memory_mode(self, memory, layers, latent_hw, images, steps, injection) -> str:
+    def _memory_mode(self, memory, layers, latent_hw, images, injected_steps, injection) -> str:
         if memory != "auto" or not injection:
             return memory if memory != "auto" else "cache"
         element = torch.empty((), dtype=self.model.dtype).element_size()
-        per_step = sum(math.prod(feature_shape(self.unet, layer, latent_hw)) for layer in layers)
-        estimate = per_step * (steps - 1) * images * element
+        estimate = feature_elements(self.unet, layers, latent_hw) * injected_steps * images * element
         return "cache" if estimate <= 0.5 * _free_memory(self.model.device) else "recompute"
 
     # ------------------------------------------------------------------ model plumbing
