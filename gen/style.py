@@ -32,7 +32,7 @@ import torch
 
 from gen.attention.kernels import dense_attention
 from gen.attention.processors import UNetAttnProcessor, merge_heads, split_heads
-from gen.errors import GenError
+from gen.errors import FieldError, GenError
 
 DEFAULT_GAMMA = 0.75
 DEFAULT_TEMPERATURE = 1.5
@@ -161,8 +161,34 @@ DEFAULT_CONVENTION = "gen"
 
 def convention(name: str) -> Convention:
     if name not in CONVENTIONS:
-        raise GenError(f"unknown convention {name!r}; conventions: {', '.join(CONVENTIONS)}")
+        raise FieldError("convention", f"{{name}} must be one of {', '.join(CONVENTIONS)}, got {name!r}")
     return CONVENTIONS[name]
+
+
+def check_injection_steps(convention_name: str, steps: int, inject_from: int | None) -> None:
+    """The step count and first injected step a convention can run (needs no model)."""
+    rules = convention(convention_name)
+    if rules.skip_first_step and steps < 2:
+        raise FieldError("steps", f"{{name}} must be at least 2 under the {rules.name} convention (it skips the "
+                         "first step)")
+    if inject_from is None:
+        return
+    first = 1 if rules.skip_first_step else 0
+    if isinstance(inject_from, bool) or not isinstance(inject_from, int) or not first <= inject_from < steps:
+        why = f" (the {rules.name} convention never runs step 0)" if first else ""
+        raise FieldError("inject_from", f"{{name}} must be a whole step number from {first} to {steps - 1}{why}, "
+                         f"got {inject_from!r}")
+
+
+def check_layer_specs(specs: list[str]) -> None:
+    """Each entry names a layer set, a layer or a pattern (layer names have dots); needs no model."""
+    if not specs:
+        raise FieldError("layers", f"{{name}}: name at least one self-attention layer or a layer set "
+                         f"({', '.join(LAYER_SETS)})")
+    for spec in specs:
+        if spec not in LAYER_SETS and not any(c in spec for c in ".*?["):
+            raise FieldError("layers", f"{{name}}: {spec!r} is neither a layer set ({', '.join(LAYER_SETS)}) nor a "
+                             "layer name such as up_blocks.2.attentions.0.transformer_blocks.0.attn1")
 
 
 # ----------------------------------------------------------------------------- layers

@@ -45,8 +45,8 @@ from gen.inversion import (DDIMSchedule, InversionCache, Trajectory, ddim_invert
 from gen.loading import dtype_name
 from gen.models import LoadedModel, load_pipeline, wrap_pipeline
 from gen.style import (DEFAULT_CONVENTION, DEFAULT_GAMMA, DEFAULT_TEMPERATURE, LAYER_SETS, Convention,
-                       InjectionState, StyleInjectionProcessor, adain, blended_stats, convention as
-                       resolve_convention, default_layer_set, feature_elements, layer_set, normalise_weights,
+                       InjectionState, StyleInjectionProcessor, adain, blended_stats, check_injection_steps,
+                       check_layer_specs, convention as resolve_convention, default_layer_set, feature_elements, layer_set, normalise_weights,
                        strength_to_gamma)
 from gen.validation import check_size, check_steps
 
@@ -208,16 +208,8 @@ class StyleTransferPipeline:
     @staticmethod
     def _resolve_inject_from(inject_from: int | None, rules: Convention, steps: int) -> int:
         """The first injected generation step: the convention's unless given; always a step that runs."""
-        first_run = 1 if rules.skip_first_step else 0
-        if rules.skip_first_step and steps < 2:
-            raise GenError(f"the {rules.name} convention skips the first step, so it needs at least 2 steps")
-        if inject_from is None:
-            return rules.inject_from
-        if isinstance(inject_from, bool) or not isinstance(inject_from, int) or not first_run <= inject_from < steps:
-            why = f" (the {rules.name} convention never runs step 0)" if first_run else ""
-            raise GenError(f"inject_from must be a whole step number from {first_run} to {steps - 1}{why}, "
-                           f"got {inject_from!r}")
-        return inject_from
+        check_injection_steps(rules.name, steps, inject_from)
+        return rules.inject_from if inject_from is None else inject_from
 
     def _resolve_layers(self, layers: str | Sequence[str] | None, convention: str) -> tuple[list[str], str | None]:
         """Set names (`vsp`), exact layer names or shell patterns (`up_blocks.3.*attn1`) → layer names.
@@ -228,9 +220,7 @@ class StyleTransferPipeline:
             name = default_layer_set(self.unet, convention)
             return layer_set(self.unet, name), name
         specs = [layers] if isinstance(layers, str) else list(layers)
-        if not specs:
-            raise GenError("the set of injected layers is empty; name at least one self-attention layer or a "
-                           f"layer set ({', '.join(LAYER_SETS)})")
+        check_layer_specs(specs)
         known = attention_layers(self.unet)
         example = layer_set(self.unet, "paper")[0]
         resolved: list[str] = []

@@ -4,6 +4,7 @@
 float64) on the same tiny-sd weights; `gen` with its own outputs recorded before the conventions existed.
 """
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -245,9 +246,11 @@ BAD = [
     (dict(inject_from=2.5), "inject_from must be a whole step number"),
     (dict(inject_from=True), "inject_from must be a whole step number"),
     (dict(inject_from=0, convention="original"), "from 1 to 7 (the original convention never runs step 0)"),
-    (dict(convention="paper"), "unknown convention 'paper'; conventions: gen, original, port"),
+    (dict(convention="paper"), "convention must be one of gen, original, port, got 'paper'"),
     (dict(layers="instantstyle"), "layer set 'instantstyle' is up_blocks.0.attentions.1 of SDXL's UNet"),
-    (dict(layers=["nonsense"]), "unknown attention layer 'nonsense'; .* layer sets are paper, port"),
+    (dict(layers=["nonsense"]), "layers: 'nonsense' is neither a layer set (paper, port, all-blocks, instantstyle, "
+                                "vsp) nor a layer name"),
+    (dict(layers=["up_blocks.9.attn1"]), "unknown attention layer 'up_blocks.9.attn1'; .* layer sets are paper"),
 ]
 
 
@@ -258,7 +261,7 @@ def test_bad_convention_settings_are_specific_errors(style_sd, kwargs, message):
 
 
 def test_original_convention_needs_two_steps(style_sd):
-    with pytest.raises(GenError, match="skips the first step, so it needs at least 2 steps"):
+    with pytest.raises(GenError, match="steps must be at least 2 under the original convention"):
         style_sd(CONTENT, STYLE, num_inference_steps=1, size=64, convention="original")
 
 
@@ -371,3 +374,90 @@ def test_from_pipe_knows_sdxl_and_refuses_what_is_not_a_pipeline(tiny_sdxl):
     assert styled.model.preset.family == "sdxl" and styled.model.train_size == tiny_sdxl.model.train_size
     with pytest.raises(GenError, match="a UNet2DConditionModel cannot be wrapped: gen needs a Stable Diffusion"):
         StyleTransferPipeline.from_pipe(tiny_sdxl.pipe.unet)
+
+
+# ----------------------------------------------------------------------------- the command line, job files, records
+
+
+def test_command_line_takes_the_convention_the_first_injected_step_and_a_layer_set(tmp_path, capsys):
+    from gen.cli import main
+    from gen.jobs import StyleJob, job_from_record
+    from gen.metadata import read_png_metadata
+
+    out = tmp_path / "o.png"
+    code = main(["style", "--content", CONTENT, "--style", STYLE, "--steps", "4", "--size", "64", "--device", "cpu",
+                 "--convention", "original", "--inject-from", "2", "--layers", "vsp", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    text, params = read_png_metadata(out)
+    assert (params["convention"], params["inject_from"], params["layer_set"]) == ("original", 2, "vsp")
+    assert "StyleID convention: original, Inject from step: 2, Layer set: vsp" in text
+    job = job_from_record(params)
+    assert isinstance(job, StyleJob)
+    assert (job.convention, job.inject_from, job.layers) == ("original", 2, ("vsp",))
+
+
+BAD_FLAGS = [
+    (["--convention", "original", "--inject-from", "0"],
+     "--inject-from must be a whole step number from 1 to 3 (the original convention never runs step 0), got 0"),
+    (["--inject-from", "4"], "--inject-from must be a whole step number from 0 to 3, got 4"),
+    (["--convention", "original", "--steps", "1"], "--steps must be at least 2 under the original convention"),
+    (["--layers", "vps"], "--layers: 'vps' is neither a layer set (paper, port, all-blocks, instantstyle, vsp)"),
+    (["--convention", "paper"], "argument --convention: invalid choice: 'paper'"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD_FLAGS, ids=[m for _, m in BAD_FLAGS])
+def test_bad_convention_flags_are_one_line_before_any_model_loads(extra, message, tmp_path, capsys, monkeypatch):
+    import gen.jobs
+    from gen.cli import main
+
+    def no_loading(plan):
+        raise AssertionError("a model was loaded for a bad job")
+
+    monkeypatch.setattr(gen.jobs, "load_pipeline_for", no_loading)
+    argv = ["style", "--content", CONTENT, "--style", STYLE, "--steps", "4", "--device", "cpu",
+            "--out", str(tmp_path / "o.png"), *extra]
+    with pytest.raises(SystemExit) if "invalid choice" in message else contextlib.nullcontext():
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_job_files_carry_the_new_fields_as_text_and_name_bad_ones():
+    from gen.errors import FieldError
+    from gen.jobs import StyleJob
+    from gen.style import DEFAULT_CONVENTION
+
+    layer = "up_blocks.1.attentions.0.transformer_blocks.0.attn1"
+    job = StyleJob.from_dict({"kind": "style", "content": "a.jpg", "style": "b.jpg", "convention": "port",
+                              "inject_from": "3", "layers": f"vsp|{layer}"}, text=True)
+    job.check()
+    assert (job.convention, job.inject_from, job.layers) == ("port", 3, ("vsp", layer))
+    assert StyleJob.from_dict(job.to_dict()) == job
+    assert StyleJob(content=("a",), style=("b",)).convention == DEFAULT_CONVENTION
+    with pytest.raises(FieldError) as bad:
+        StyleJob(content=("a.jpg",), style=("b.jpg",), inject_from=50).check()
+    assert bad.value.field == "inject_from" and "from 0 to 49" in str(bad.value)
+    with pytest.raises(FieldError) as bad:
+        StyleJob(content=("a.jpg",), style=("b.jpg",), convention="ldm").check()
+    assert bad.value.field == "convention"
+
+
+def test_a_record_sends_its_convention_and_layer_set_back_to_the_style_tab():
+    from app.ui import _send_to_tab
+
+    names = ("model", "strength", "temperature", "steps", "size", "preserve", "weights", "convention", "inject_from",
+             "layers")
+    targets = {"tab": "tabs", "style": {name: f"style.{name}" for name in names}}
+    params = {"kind": "style", "model": "tiny-sd", "content_files": ["c.jpg"], "style_files": ["s.jpg"],
+              "style_weights": [1.0], "gamma": 0.75, "strength": None, "temperature": 1.5, "steps": 20,
+              "width": 64, "height": 64, "convention": "port", "inject_from": 0, "layer_set": "instantstyle",
+              "layers": [f"up_blocks.0.attentions.1.transformer_blocks.{k}.attn1" for k in range(10)]}
+    sent = _send_to_tab(json.dumps(params), targets)
+    assert (sent["style.convention"], sent["style.inject_from"], sent["style.layers"]) == ("port", "0", "instantstyle")
+    older = dict(params, layer_set=None, convention=None, inject_from=None)  # records from before issue 15
+    older = {k: v for k, v in older.items() if v is not None}
+    sent = _send_to_tab(json.dumps(older), targets)
+    assert sent["style.convention"] == "gen" and sent["style.inject_from"] == ""
+    assert sent["style.layers"] == ", ".join(params["layers"])
