@@ -126,7 +126,8 @@ LABELS = {
     "temperature": "Temperature T", "size": "Size", "preserve_color": "Preserve colour", "mask": "Mask",
     "frames": "Frames", "attention": "Attention", "dense_layers": "Dense layers", "dense_steps": "Dense steps",
     "decay": "Decay", "mask_granularity": "Mask granularity", "image": "First image", "last_image": "Last image",
-    "video": "Input video",
+    "video": "Input video", "convention": "Convention", "inject_from": "Inject from step",
+    "layers": "Injected layers",
 }
 VIDEO_INPUTS = ("image", "last_image", "video")  # uploads: a sidecar names them, "send to tab" cannot restore them
 
@@ -146,6 +147,7 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
     from gen.attention.radial import GRANULARITIES
     from gen.jobs import ImageJob, StyleJob, VideoJob
     from gen.loading import cached_pipelines
+    from gen.style import CONVENTIONS, LAYER_SETS
     from pipelines.text_to_video import ATTENTION_MODES
     from gen.models import PRESETS, SD_PIPELINES, SDXL_PIPELINES
     from gen.video_models import DEFAULT_STRENGTH, VIDEO_PIPELINES, VIDEO_PRESETS
@@ -167,7 +169,7 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
 
     @one_line_errors
     def generate_style(content, styles, weights, model, strength, temperature, steps, size, preserve, mask,
-                       painted, gallery, progress=gr.Progress()):
+                       painted, convention, inject_from, layers, gallery, progress=gr.Progress()):
         if not content:
             raise gr.Error("upload a content image")
         files = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (styles or [])]
@@ -179,7 +181,8 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
             raise gr.Error("a mask was both uploaded and painted; clear one of them")
         job = dict(content=[content], style=[f"{path}:{weight:g}" for path, weight in zip(files, values)],
                    model=model, strength=strength, temperature=temperature, steps=steps, size=size,
-                   preserve_color=bool(preserve), mask=painted_mask or mask)
+                   preserve_color=bool(preserve), mask=painted_mask or mask, convention=convention,
+                   inject_from=inject_from, layers=_names(layers))
         records = studio.run("style", job, progress)
         return records[0]["path"], (gallery or []) + records, _params_json(records)
 
@@ -287,6 +290,14 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                             s_temperature = gr.Number(value=StyleJob.temperature, label=_label("temperature"))
                             s_steps = gr.Number(value=StyleJob.steps, label=_label("steps"), precision=0)
                             s_size = gr.Textbox(label=_label("size", "longer side; blank: training size"))
+                            s_convention = gr.Dropdown(list(CONVENTIONS), value=StyleJob.convention,
+                                                       label=_label("convention", "original: run_styleid.py; "
+                                                                    "port: the authors' diffusers port"))
+                            s_inject_from = gr.Textbox(value="", label=_label("inject_from",
+                                                                              "0-based; blank: the convention's"))
+                            s_layers = gr.Textbox(value="", label=_label("layers", f"{', '.join(LAYER_SETS)} or "
+                                                                         "layer names, comma separated; blank: the "
+                                                                         "convention's"))
                             s_painted = gr.ImageEditor(
                                 type="numpy", format="png", elem_id="style-mask-editor",
                                 label="Paint the mask (pick the brush): where the style applies",
@@ -358,7 +369,8 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                                                   i_guidance, i_seed, i_entropy, i_batch, gallery],
                                  [i_out, gallery, i_params], api_name="image")
         style_event = s_go.click(generate_style, [s_content, s_styles, s_weights, s_model, s_strength, s_temperature,
-                                                  s_steps, s_size, s_preserve, s_mask, s_painted, gallery],
+                                                  s_steps, s_size, s_preserve, s_mask, s_painted, s_convention,
+                                                  s_inject_from, s_layers, gallery],
                                  [s_out, gallery, s_params], api_name="style")
         s_content.change(lambda c: c, s_content, s_painted, api_name=False, queue=False)  # paint over the content
         video_event = v_go.click(generate_video, [v_prompt, v_model, v_frames, v_width, v_height, v_steps,
@@ -378,7 +390,8 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                    "image": dict(prompt=i_prompt, negative=i_negative, model=i_model, width=i_width, height=i_height,
                                  steps=i_steps, guidance=i_guidance, seed=i_seed, entropy=i_entropy),
                    "style": dict(model=s_model, strength=s_strength, temperature=s_temperature, steps=s_steps,
-                                 size=s_size, preserve=s_preserve, weights=s_weights),
+                                 size=s_size, preserve=s_preserve, weights=s_weights, convention=s_convention,
+                                 inject_from=s_inject_from, layers=s_layers),
                    "video": dict(prompt=v_prompt, model=v_model, frames=v_frames, width=v_width, height=v_height,
                                  steps=v_steps, attention=v_attention, dense_layers=v_dense_layers,
                                  dense_steps=v_dense_steps, decay=v_decay, granularity=v_granularity, seed=v_seed,
@@ -399,6 +412,12 @@ def _upload_path(value) -> str | None:
         value = value.get("path") or value.get("video") or value.get("name")
         return _upload_path(value)
     return str(value) if value else None
+
+
+def _names(text: str | None) -> list[str] | None:
+    """Comma- or space-separated names from a text box; None when blank (the default)."""
+    names = (text or "").replace(",", " ").split()
+    return names or None
 
 
 def _weights(text: str | None, count: int) -> list[float]:
@@ -455,7 +474,9 @@ def _send_to_tab(params_json: str, targets: dict) -> dict:
         weights = [job.style_weight(spec) for spec in job.style]
         values = dict(model=job.model, strength=strength, temperature=job.temperature, steps=job.steps,
                       size=text(job.size), preserve=job.preserve_color,
-                      weights=", ".join(f"{w:g}" for w in weights) if len(set(weights)) > 1 else "")
+                      weights=", ".join(f"{w:g}" for w in weights) if len(set(weights)) > 1 else "",
+                      convention=job.convention, inject_from=text(job.inject_from),
+                      layers=", ".join(job.layers or ()))
         gr.Info(f"settings sent; upload the images again: content {', '.join(job.content)}, "
                 f"style {', '.join(parse_weighted_path(spec)[0] for spec in job.style)}")
     else:

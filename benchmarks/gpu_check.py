@@ -23,8 +23,9 @@ Checks (each line says PASS or FAIL):
   * style transfer: cache and recompute modes give the same image;
   * radial FlexAttention against SDPA with the boolean mask (block and token granularity).
 Timings: entropy scaling on vs off per UNet step (arch-sd15, arch-sdxl), one whole arch-sd15
-generation, style transfer costs at 512²/50 steps, radial vs dense attention alone on Wan's
-layout (×1, ×2, ×4 frames), and one arch-wan-1.3b denoising step at 81 × 480 × 832.
+generation, style transfer costs at 512²/50 steps, each named style layer set's cost on SDXL's UNet
+at 1024², radial vs dense attention alone on Wan's layout (×1, ×2, ×4 frames), and one
+arch-wan-1.3b denoising step at 81 × 480 × 832.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from entropy_scaling import run as run_entropy_benchmark  # noqa: E402
 from radial_attention import run as run_radial_benchmark  # noqa: E402
 from radial_attention import table as radial_table  # noqa: E402
+from style_transfer import layer_set_costs, layer_set_table  # noqa: E402
 from style_transfer import run as run_style_benchmark  # noqa: E402
 from style_transfer import table as style_table  # noqa: E402
 from timing import alternate, median_ratio  # noqa: E402
@@ -69,6 +71,7 @@ class Profile:
     whole_size: int
     whole_steps: int
     style: tuple[str, int, int]  # model, size, steps
+    layer_sets: tuple[str, int, int]  # model, size, alternated rounds
     radial_multipliers: tuple[int, ...]
     radial_heads: int
     radial_rounds: int
@@ -86,11 +89,12 @@ def gpu_profile(quick: bool) -> Profile:
     if not quick:
         cases += (("arch-sdxl", 768, 768), ("arch-sdxl", 2048, 1024))
     return Profile("cuda", torch.float16, "arch-sd15", 512, cases, "arch-sd15", 768, 20,
-                   ("arch-sd15", 512, 50), (1, 2) if quick else (1, 2, 4), 12, 5, True)
+                   ("arch-sd15", 512, 50), ("arch-sd15" if quick else "arch-sdxl", 1024, 5),
+                   (1, 2) if quick else (1, 2, 4), 12, 5, True)
 
 
 SMOKE = Profile("cpu", torch.float32, "tiny-sd", 64, (("arch-sd15", 64, 64),), "tiny-sd", 128, 2,
-                ("tiny-sd", 64, 4), (1,), 1, 1, False)
+                ("tiny-sd", 64, 4), ("tiny-sdxl", 64, 1), (1,), 1, 1, False)
 
 LINES: list[str] = []
 
@@ -238,6 +242,12 @@ def check_style(profile: Profile, device: torch.device) -> bool:
     rows, facts = run_style_benchmark(model, size, steps, profile.device, profile.dtype_name)
     say()
     for line in style_table(rows, facts):
+        say(line)
+    free_memory(device)
+    model, size, repeats = profile.layer_sets
+    rows, facts = layer_set_costs(model, size, profile.device, profile.dtype_name, repeats)
+    say()
+    for line in layer_set_table(rows, facts):
         say(line)
     free_memory(device)
     return ok

@@ -12,14 +12,24 @@ On an architecture preset (real SD 1.5 shapes, random weights), for each memory 
   * feature memory kept, against the reference code's fp32 q, k and v of content and
     style for every injected layer and step (target: ≥ 2× lower).
 
+With --layer-sets, the cost of each named layer set (gen.style.LAYER_SETS) instead, on
+the architecture preset's UNet alone (the sets differ only there): one denoising step
+with injection (feature-cache mode: 1 row; low-memory mode: 3 rows) over a plain step —
+exact FLOPs at the training size (counted on the meta device, no weights needed) and,
+with --repeats > 0, time at --size, alternated in one run — and the features kept, in
+16-bit as on a GPU, per image and step at --size and for content + style at the
+training size with 49 injected steps of 50.
+
     python benchmarks/style_transfer.py                       # CPU, arch-sd15, 256², 4 steps
     python benchmarks/style_transfer.py --device cuda --size 512 --steps 50
+    python benchmarks/style_transfer.py --layer-sets --model arch-sdxl --repeats 0      # seconds
+    python benchmarks/style_transfer.py --layer-sets --model arch-sdxl --size 1024 --device cuda --dtype fp16
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import contextlib
 import sys
 import tempfile
 import time
@@ -30,12 +40,17 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from timing import machine_description, synchronize  # noqa: E402
+from timing import alternate, machine_description, median_ratio, synchronize  # noqa: E402
 
+from gen.attention import attention_layers, install_processors  # noqa: E402
+from gen.errors import GenError  # noqa: E402
 from gen.images import cover_resize, load_image  # noqa: E402
 from gen.inversion import InversionCache  # noqa: E402
-from gen.models import load_pipeline  # noqa: E402
-from gen.style import default_injection_layers, feature_shape  # noqa: E402
+from gen.loading import choose_device, choose_dtype  # noqa: E402
+from gen.models import PRESETS, load_pipeline  # noqa: E402
+from gen.style import (LAYER_SETS, InjectionState, StyleInjectionProcessor, default_injection_layers,  # noqa: E402
+                       feature_elements, feature_shape, layer_set)
+from gen.tiny_models import build_arch_unet  # noqa: E402
 from pipelines import StyleTransferPipeline  # noqa: E402
 
 CONTENT, STYLE = ROOT / "assets" / "coffee.jpg", ROOT / "assets" / "brick.jpg"
@@ -43,9 +58,7 @@ CONTENT, STYLE = ROOT / "assets" / "coffee.jpg", ROOT / "assets" / "brick.jpg"
 
 def reference_feature_bytes(unet, size: int, steps: int) -> int:
     """The reference code's cache: q, k, v of content and style, every injected layer and step, fp32."""
-    per_step = sum(math.prod(feature_shape(unet, layer, (size // 8, size // 8))) for layer in
-                   default_injection_layers(unet))
-    return per_step * 3 * 2 * steps * 4
+    return feature_elements(unet, default_injection_layers(unet), (size // 8, size // 8)) * 3 * 2 * steps * 4
 
 
 def timed(fn, device):
@@ -158,6 +171,130 @@ def table(rows: list[dict], facts: dict) -> list[str]:
     return lines
 
 
+class UNetStep:
+    """One denoising step of a UNet alone, plain or with one layer set injected (empty-prompt stand-ins)."""
+
+    def __init__(self, unet, size: int, device, dtype):
+        self.unet, self.device, self.dtype = unet, device, dtype
+        self.hw = (size // 8, size // 8)
+        config = unet.config
+        self.latent = torch.zeros(1, 4, *self.hw, device=device, dtype=dtype)
+        self.text = torch.zeros(3, 77, config.cross_attention_dim, device=device, dtype=dtype)
+        self.added = None
+        if config.addition_embed_type == "text_time":  # SDXL's micro-conditioning: pooled text + 6 time ids
+            pooled = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+            self.added = {"text_embeds": torch.zeros(3, pooled, device=device, dtype=dtype),
+                          "time_ids": torch.full((3, 6), float(size), device=device, dtype=dtype)}
+        self.modules = attention_layers(unet)
+
+    def run(self, rows: int) -> None:
+        added = {k: v[:rows] for k, v in self.added.items()} if self.added else None
+        with torch.inference_mode():
+            self.unet(self.latent.expand(rows, -1, -1, -1), 500, encoder_hidden_states=self.text[:rows],
+                      added_cond_kwargs=added)
+
+    def injected(self, layers: list[str], mode: str):
+        """(rows, context factory): the processors on `layers`, their feature cache filled as an inversion would."""
+        roles = ["gen:0"] if mode == "cache" else ["content:0", "style:0", "gen:0"]
+        state = InjectionState(styles=[("style:0", 1.0)], roles=roles, inject=True, first_injected_step=0)
+        for layer in layers:
+            for role in ("content:0", "style:0"):
+                shape = feature_shape(self.unet, layer, self.hw)
+                state.store.put(role, layer, 0, torch.zeros(shape, device=self.device, dtype=self.dtype))
+        return len(roles), lambda: install_processors(
+            self.unet, factory=lambda n, _: StyleInjectionProcessor(n, state),
+            layers={n: self.modules[n] for n in layers})
+
+
+def named_sets(unet) -> dict[str, list[str]]:
+    """The layer sets that resolve on this UNet, each once (all-blocks is paper on SD 1.x)."""
+    sets: dict[str, list[str]] = {}
+    for name in LAYER_SETS:
+        try:
+            layers = layer_set(unet, name)
+        except GenError:
+            continue  # instantstyle on SD 1.x
+        if layers not in sets.values():
+            sets[name] = layers
+    return sets
+
+
+def layer_set_flops(model: str) -> dict[str, tuple[float, float]]:
+    """Exact FLOPs of an injected step over a plain one, per set, at the training size (meta device)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step = UNetStep(build_arch_unet(model, device="meta"), PRESETS[model].train_size, "meta", torch.float32)
+
+    def flops(rows: int, context=contextlib.nullcontext) -> int:
+        with context(), FlopCounterMode(display=False) as counter:
+            step.run(rows)
+        return counter.get_total_flops()
+
+    plain = flops(1)
+    return {name: tuple(flops(*step.injected(layers, mode)) / plain for mode in ("cache", "recompute"))
+            for name, layers in named_sets(step.unet).items()}
+
+
+def layer_set_costs(model: str, size: int, device: str | None, dtype: str | None, repeats: int,
+                    ) -> tuple[list[dict], dict]:
+    """Per named layer set: features kept, exact FLOPs, and (repeats > 0) measured time, over a plain step."""
+    dev = choose_device(device) if repeats > 0 else torch.device("meta")  # untimed: shapes are enough
+    torch_dtype = choose_dtype(dev, dtype) if repeats > 0 else torch.float32
+    arch = PRESETS[model].source == "arch"
+    if arch:
+        unet = build_arch_unet(model, dev, torch_dtype)
+    else:  # a tiny preset: the smoke run
+        unet = load_pipeline(model, device=str(dev), dtype=dtype).pipe.unet
+    step = UNetStep(unet, size, dev, torch_dtype)
+    sets = named_sets(unet)
+    times = {}
+    if repeats > 0:
+        variants, contexts = {"plain": lambda: step.run(1), "plain, 3 rows": lambda: step.run(3)}, {}
+        for name, layers in sets.items():
+            for mode in ("cache", "recompute"):
+                rows, contexts[f"{name}/{mode}"] = step.injected(layers, mode)
+                variants[f"{name}/{mode}"] = lambda rows=rows: step.run(rows)
+        times = alternate(variants, repeats, dev, contexts=contexts)
+    flops = layer_set_flops(model) if arch else {}
+    train = PRESETS[model].train_size
+    table_rows = []
+    for name, layers in sets.items():
+        table_rows.append({
+            "set": name, "layers": len(layers), "flops": flops.get(name),
+            "time": tuple(median_ratio(times[f"{name}/{mode}"], times["plain"]) for mode in ("cache", "recompute"))
+            if times else None,
+            "mib_step": feature_elements(unet, layers, step.hw) * 2 / 2**20,  # 16-bit, as on a GPU
+            "gib_train": feature_elements(unet, layers, (train // 8, train // 8)) * 2 * 49 * 2 / 2**30,
+        })
+    facts = {"machine": machine_description(dev), "model": model, "size": size, "train": train,
+             "dtype": str(torch_dtype).replace("torch.", ""), "repeats": repeats,
+             "plain_s": min(times["plain"]) if times else None,
+             "plain3": median_ratio(times["plain, 3 rows"], times["plain"]) if times else None}
+    return table_rows, facts
+
+
+def layer_set_table(rows: list[dict], facts: dict) -> list[str]:
+    timed = facts["plain_s"] is not None
+    lines = [f"# layer sets, {facts['model']} UNet, {time.strftime('%Y-%m-%d')}"]
+    if timed:
+        lines.append(f"measured: {facts['machine']}, {facts['size']}², {facts['dtype']}, median of "
+                     f"{facts['repeats']} alternated rounds; plain step {facts['plain_s']:.2f}s, with 3 rows "
+                     f"{facts['plain3']:.2f}× one row")
+    lines += [
+        "",
+        f"| layer set | layers | FLOPs × plain at {facts['train']}², cache / low memory | "
+        + ("time × plain, cache / low memory | " if timed else "")
+        + f"features per image and step at {facts['size']}², MiB | content + style at {facts['train']}², "
+        "49 injected steps, GiB |",
+        "|---|---|---|" + ("---|" if timed else "") + "---|---|",
+    ]
+    for r in rows:
+        flops = f"{r['flops'][0]:.4f} / {r['flops'][1]:.3f}" if r["flops"] else "–"
+        measured = f"{r['time'][0]:.3f} / {r['time'][1]:.2f} | " if timed else ""
+        lines.append(f"| {r['set']} | {r['layers']} | {flops} | {measured}{r['mib_step']:.2f} | {r['gib_train']:.2f} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="arch-sd15")
@@ -165,7 +302,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--device")
     parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--layer-sets", action="store_true", help="the cost of each named layer set instead")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="alternated timing rounds (--layer-sets; 0: FLOPs and memory only, no weights)")
     args = parser.parse_args()
+    if args.layer_sets:
+        rows, facts = layer_set_costs(args.model, args.size, args.device, args.dtype, args.repeats)
+        print("\n".join(layer_set_table(rows, facts)))
+        return
     rows, facts = run(args.model, args.size, args.steps, args.device, args.dtype)
     print("\n".join(table(rows, facts)))
 

@@ -101,6 +101,7 @@ def _add_image_command(commands) -> None:
 def _add_style_command(commands) -> None:
     from gen.attention.kernels import BACKENDS
     from gen.jobs import StyleJob
+    from gen.style import CONVENTIONS, LAYER_SETS
     from pipelines.style_transfer import MEMORY_MODES
 
     style = _job_parser(
@@ -125,7 +126,15 @@ def _add_style_command(commands) -> None:
     style.add_argument("--mask", metavar="IMAGE", help="white where the style applies; same size as the content image")
     style.add_argument("--no-injection", action="store_true", help="no key/value injection (inversion + AdaIN only)")
     style.add_argument("--no-adain", action="store_true", help="start from the content's inverted latent as is")
-    style.add_argument("--layers", nargs="+", metavar="NAME", help="injected self-attention layers (names or patterns)")
+    style.add_argument("--layers", nargs="+", metavar="NAME",
+                       help=f"injected self-attention layers: a set ({', '.join(LAYER_SETS)}), layer names or "
+                       "patterns (default: the convention's set; vsp on SDXL)")
+    style.add_argument("--convention", choices=list(CONVENTIONS),
+                       help=f"whose StyleID to follow: gen, original (run_styleid.py) or port (the authors' diffusers "
+                       f"port) (default: {_default(StyleJob, 'convention')})")
+    style.add_argument("--inject-from", type=int, metavar="STEP",
+                       help="first injected generation step, 0-based (default: the convention's: gen 1, original 1, "
+                       "port 0)")
     style.add_argument("--memory", choices=MEMORY_MODES,
                        help="cache: keep features (faster); recompute: keep only latents (less memory); default auto")
     style.add_argument("--no-cache", action="store_true", help="do not read or write the inversion cache")

@@ -197,7 +197,9 @@ class StyleJob(Job):
     mask: str | None = None
     no_injection: bool = False
     no_adain: bool = False
-    layers: tuple[str, ...] | None = None  # None: the model's default layers
+    layers: tuple[str, ...] | None = None  # layer sets, names or patterns; None: the convention's default
+    convention: str = "gen"  # whose StyleID: gen, original (run_styleid.py) or port (the diffusers port)
+    inject_from: int | None = None  # first injected generation step; None: the convention's
     memory: str = "auto"
     no_cache: bool = False
     attention_backend: str = "sdpa"
@@ -205,6 +207,7 @@ class StyleJob(Job):
     def check(self) -> None:
         from gen.attention.kernels import BACKENDS
         from gen.models import resolve_model
+        from gen.style import check_injection_steps, check_layer_specs
         from gen.validation import check_choice, check_positive, check_range, check_side, check_steps
         from pipelines.style_transfer import MEMORY_MODES
 
@@ -226,8 +229,9 @@ class StyleJob(Job):
         weights = [self.style_weight(spec) for spec in self.style]
         if not any(weight > 0 for weight in weights):
             raise GenError("at least one style needs a weight > 0")
-        if self.layers is not None and not self.layers:
-            raise FieldError("layers", "{name}: name at least one self-attention layer")
+        check_injection_steps(self.convention, self.steps, self.inject_from)
+        if self.layers is not None:
+            check_layer_specs(list(self.layers))
         check_choice("memory", self.memory, MEMORY_MODES)
         check_choice("attention_backend", self.attention_backend, BACKENDS)
 
@@ -344,6 +348,8 @@ def job_from_record(params: Mapping[str, Any]) -> Job:
                     mask=None)  # recorded as a flag only
         if data.get("strength") is not None:
             data["gamma"] = None  # derived from the strength
+        if data.get("layer_set"):
+            data["layers"] = [data["layer_set"]]  # the set by name, not its resolved layers
     if kind == "video":
         data["lora"] = []  # recorded by name only; the files are not known
     return cls.from_dict({key: value for key, value in data.items() if key in known}, text=False)
@@ -663,7 +669,8 @@ def _run_style(plan: JobPlan, pipe, progress: Progress | None) -> list[dict]:
     result = pipe(
         plan.inputs["contents"], [(image, weight) for image, weight, _ in styles], gamma=job.gamma,
         strength=job.strength, temperature=job.temperature, num_inference_steps=job.steps, size=job.size,
-        layers=list(job.layers) if job.layers is not None else None, injection=not job.no_injection,
+        layers=list(job.layers) if job.layers is not None else None, convention=job.convention,
+        inject_from=job.inject_from, injection=not job.no_injection,
         adain_init=not job.no_adain, preserve_colors=job.preserve_color, mask=plan.inputs["mask"],
         memory=job.memory, use_cache=not job.no_cache, on_step=progress,
     )

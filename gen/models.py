@@ -41,7 +41,7 @@ class ModelPreset:
 
     name: str
     family: str  # "sd" (SD 1.x/2.x UNet) or "sdxl"
-    source: str  # "hub", "tiny", "arch" or "local"
+    source: str  # "hub", "tiny", "arch", "local", or "pipe" (a pipeline the caller loaded)
     location: str | None  # hub id or folder; None for in-memory architecture presets
     train_size: int  # pixels, square
     steps: int
@@ -177,8 +177,25 @@ def load_pipeline(
     return LoadedModel(pipe, preset, dev, torch_dtype)
 
 
-def _preset_from_pipe(preset: ModelPreset, pipe) -> ModelPreset:
-    family = _family_of(type(pipe).__name__, preset.name)
+def wrap_pipeline(pipe, name: str | None = None) -> LoadedModel:
+    """A `LoadedModel` around an SD 1.x/2.x or SDXL diffusers pipeline the caller already loaded.
+
+    Nothing is loaded or replaced; family, training size and prediction type are read from the
+    pipeline's components (so img2img and other pipelines with the same components work too).
+    """
+    needed = ("unet", "vae", "scheduler", "encode_prompt", "image_processor")
+    unet = getattr(pipe, "unet", None)
+    if any(not hasattr(pipe, part) for part in needed) or not hasattr(getattr(unet, "config", None), "sample_size"):
+        raise GenError(f"a {type(pipe).__name__} cannot be wrapped: gen needs a Stable Diffusion 1.x/2.x or SDXL "
+                       f"pipeline (with {', '.join(needed)})")
+    family = "sdxl" if unet.config.get("addition_embed_type") == "text_time" else "sd"
+    name = name or getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path") or type(pipe).__name__
+    preset = _preset_from_pipe(ModelPreset(str(name), family, "pipe", None, 0, 30, 7.5), pipe, family)
+    return LoadedModel(pipe, preset, pipe.device, unet.dtype)
+
+
+def _preset_from_pipe(preset: ModelPreset, pipe, family: str | None = None) -> ModelPreset:
+    family = family or _family_of(type(pipe).__name__, preset.name)
     vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     train_size = preset.train_size or int(pipe.unet.config.sample_size) * vae_scale
     prediction = getattr(pipe.scheduler.config, "prediction_type", "epsilon")

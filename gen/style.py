@@ -14,10 +14,17 @@ and step) rather than q, k and v: the projections are recomputed on use, which
 costs two small matmuls and stores a third of what the reference code keeps.
 The processor reads features either from a `FeatureStore` (filled during inversion)
 or from other rows of the same batched UNet call (the low-memory mode).
+
+The authors' two implementations (the LDM script `run_styleid.py`, "original", and
+their diffusers port `diffusers_implementation/`, "port") differ from each other and
+from gen in a few conventions; `CONVENTIONS` names all three, so a run can follow
+either implementation exactly. Which layers are injected is a named `LAYER_SETS`
+entry or explicit layer names.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -25,7 +32,7 @@ import torch
 
 from gen.attention.kernels import dense_attention
 from gen.attention.processors import UNetAttnProcessor, merge_heads, split_heads
-from gen.errors import GenError
+from gen.errors import FieldError, GenError
 
 DEFAULT_GAMMA = 0.75
 DEFAULT_TEMPERATURE = 1.5
@@ -57,22 +64,40 @@ def gamma_to_strength(gamma: float) -> float:
     return min(1.0, 0.5 + 0.5 * (DEFAULT_GAMMA - gamma) / (DEFAULT_GAMMA - STRONG_GAMMA))
 
 
-def channel_stats(latent: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation over H×W of a (…, C, H, W) latent."""
+@dataclass(frozen=True)
+class AdaINRule:
+    """How AdaIN measures a channel's spread: the one place the conventions' formulas differ."""
+
+    unbiased: bool = False  # divide by n − 1 (torch.std's default) instead of n
+    eps: float = 1e-5
+    eps_in_root: bool = True  # √(var + eps); False: √var + eps
+    eps_on_style: bool = True  # False: only the content's spread (the divisor) gets eps
+
+
+GEN_ADAIN = AdaINRule()  # biased variance + 1e-5 under the root, for both images
+
+
+def channel_stats(latent: torch.Tensor, rule: AdaINRule = GEN_ADAIN, *, style: bool = False,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation over H×W of a (…, C, H, W) latent, in float64."""
     flat = latent.flatten(-2).double()
-    return flat.mean(-1), (flat.var(-1, unbiased=False) + eps).sqrt()
+    var = flat.var(-1, unbiased=rule.unbiased)
+    eps = rule.eps if rule.eps_on_style or not style else 0.0
+    return flat.mean(-1), (var + eps).sqrt() if rule.eps_in_root else var.sqrt() + eps
 
 
-def adain(content: torch.Tensor, style_mean: torch.Tensor, style_std: torch.Tensor) -> torch.Tensor:
+def adain(content: torch.Tensor, style_mean: torch.Tensor, style_std: torch.Tensor,
+          rule: AdaINRule = GEN_ADAIN) -> torch.Tensor:
     """Give each channel of `content` (…, C, H, W) the style's mean and standard deviation."""
-    mean, std = channel_stats(content)
+    mean, std = channel_stats(content, rule)
     normalised = (content.double() - mean[..., None, None]) / std[..., None, None]
     return (normalised * style_std[..., None, None] + style_mean[..., None, None]).to(content.dtype)
 
 
-def blended_stats(latents: list[torch.Tensor], weights: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+def blended_stats(latents: list[torch.Tensor], weights: list[float], rule: AdaINRule = GEN_ADAIN,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted average of several styles' per-channel statistics (weights sum to 1)."""
-    stats = [channel_stats(x) for x in latents]
+    stats = [channel_stats(x, rule, style=True) for x in latents]
     mean = sum(w * m for w, (m, _) in zip(weights, stats))
     std = sum(w * s for w, (_, s) in zip(weights, stats))
     return mean, std
@@ -108,23 +133,125 @@ def injected_attention(
     return out
 
 
+# ----------------------------------------------------------------------------- conventions
+
+
+@dataclass(frozen=True)
+class Convention:
+    """How one implementation of StyleID runs (README, "Conventions", has the sources line by line)."""
+
+    name: str  # also the gen.inversion rule: where the inversion evaluates the UNet, where it ends
+    skip_first_step: bool  # generation starts at the second timestep, from the extra level's latent
+    inject_from: int  # the first injected generation step (0-based)
+    adain: AdaINRule
+    sd_layers: str  # the layer set on SD 1.x/2.x
+    final_alpha_is_first: bool  # the last step lands on ᾱ_0 whatever the scheduler's set_alpha_to_one
+
+
+CONVENTIONS: dict[str, Convention] = {
+    c.name: c for c in [
+        Convention("gen", False, 1, GEN_ADAIN, "paper", False),
+        Convention("original", True, 1, AdaINRule(unbiased=True, eps=0.0), "paper", True),
+        Convention("port", False, 0, AdaINRule(unbiased=True, eps=1e-4, eps_in_root=False, eps_on_style=False),
+                   "port", False),
+    ]
+}
+DEFAULT_CONVENTION = "gen"
+
+
+def convention(name: str) -> Convention:
+    if name not in CONVENTIONS:
+        raise FieldError("convention", f"{{name}} must be one of {', '.join(CONVENTIONS)}, got {name!r}")
+    return CONVENTIONS[name]
+
+
+def check_injection_steps(convention_name: str, steps: int, inject_from: int | None) -> None:
+    """The step count and first injected step a convention can run (needs no model)."""
+    rules = convention(convention_name)
+    if rules.skip_first_step and steps < 2:
+        raise FieldError("steps", f"{{name}} must be at least 2 under the {rules.name} convention (it skips the "
+                         "first step)")
+    if inject_from is None:
+        return
+    first = 1 if rules.skip_first_step else 0
+    if isinstance(inject_from, bool) or not isinstance(inject_from, int) or not first <= inject_from < steps:
+        why = f" (the {rules.name} convention never runs step 0)" if first else ""
+        raise FieldError("inject_from", f"{{name}} must be a whole step number from {first} to {steps - 1}{why}, "
+                         f"got {inject_from!r}")
+
+
+def check_layer_specs(specs: list[str]) -> None:
+    """Each entry names a layer set, a layer or a pattern (layer names have dots); needs no model."""
+    if not specs:
+        raise FieldError("layers", f"{{name}}: name at least one self-attention layer or a layer set "
+                         f"({', '.join(LAYER_SETS)})")
+    for spec in specs:
+        if spec not in LAYER_SETS and not any(c in spec for c in ".*?["):
+            raise FieldError("layers", f"{{name}}: {spec!r} is neither a layer set ({', '.join(LAYER_SETS)}) nor a "
+                             "layer name such as up_blocks.2.attentions.0.transformer_blocks.0.attn1")
+
+
 # ----------------------------------------------------------------------------- layers
 
 
-def default_injection_layers(unet: torch.nn.Module) -> list[str]:
-    """The decoder self-attention layers StyleID injects into, for any SD-family UNet.
+# Named sets of injected layers; each resolves on the UNet at hand (see `layer_set`).
+LAYER_SETS: dict[str, str] = {
+    "paper": "the first transformer block's attn1 of every attention in the two finest decoder levels with "
+             "attention (SD 1.x/2.x: LDM output blocks 6-11, the paper's and run_styleid.py's)",
+    "port": "the paper set without its first layer (SD 1.x/2.x: output blocks 7-11, the diffusers port's)",
+    "all-blocks": "every transformer block's attn1 of those attentions (SDXL: 36 layers)",
+    "instantstyle": "every attn1 of up_blocks.0.attentions.1, the block InstantStyle found to carry style (SDXL)",
+    "vsp": "every attn1 of the finest decoder level with attention (SDXL: up_blocks.1, Visual Style "
+           "Prompting's choice)",
+}
+SDXL_LAYER_SET = "vsp"  # the default on SDXL's layout, whatever the convention (README: why)
 
-    Rule: the first transformer block's `attn1` of every attention module in the two finest
-    decoder levels that have attention. For SD 1.x/2.x this is exactly the paper's LDM
-    output_blocks 6–11 (`up_blocks.2` and `up_blocks.3`, attentions 0–2); for SDXL it is
-    `up_blocks.0` and `up_blocks.1` (its finest decoder level has no attention).
-    """
-    with_attention = [i for i, block in enumerate(unet.up_blocks) if getattr(block, "attentions", None)]
-    layers = []
-    for i in with_attention[-2:]:
-        for j in range(len(unet.up_blocks[i].attentions)):
-            layers.append(f"up_blocks.{i}.attentions.{j}.transformer_blocks.0.attn1")
-    return layers
+
+def _decoder_levels_with_attention(unet: torch.nn.Module) -> list[int]:
+    return [i for i, block in enumerate(unet.up_blocks) if getattr(block, "attentions", None)]
+
+
+def finest_level_has_attention(unet: torch.nn.Module) -> bool:
+    """True for SD 1.x/2.x's decoder layout; False for SDXL's (no attention at the finest level)."""
+    return bool(getattr(unet.up_blocks[-1], "attentions", None))
+
+
+def _self_attention(block: int, attention: int, transformer: int) -> str:
+    return f"up_blocks.{block}.attentions.{attention}.transformer_blocks.{transformer}.attn1"
+
+
+def _all_blocks(unet: torch.nn.Module, levels: list[int]) -> list[str]:
+    return [_self_attention(i, j, k) for i in levels for j, attention in enumerate(unet.up_blocks[i].attentions)
+            for k in range(len(attention.transformer_blocks))]
+
+
+def layer_set(unet: torch.nn.Module, name: str) -> list[str]:
+    """The self-attention layer names of a named set (`LAYER_SETS`) on this UNet."""
+    if name not in LAYER_SETS:
+        raise GenError(f"unknown layer set {name!r}; layer sets: {', '.join(LAYER_SETS)}")
+    levels = _decoder_levels_with_attention(unet)
+    if name in ("paper", "port"):
+        first = [_self_attention(i, j, 0) for i in levels[-2:] for j in range(len(unet.up_blocks[i].attentions))]
+        return first if name == "paper" else first[1:]
+    if name == "all-blocks":
+        return _all_blocks(unet, levels[-2:])
+    if name == "vsp":
+        return _all_blocks(unet, levels[-1:])
+    attentions = getattr(unet.up_blocks[0], "attentions", None) or []
+    if len(attentions) < 2:
+        raise GenError("layer set 'instantstyle' is up_blocks.0.attentions.1 of SDXL's UNet, which this model "
+                       "does not have; use it with SDXL")
+    return [_self_attention(0, 1, k) for k in range(len(attentions[1].transformer_blocks))]
+
+
+def default_layer_set(unet: torch.nn.Module, convention: str = "gen") -> str:
+    """The convention's set on SD 1.x/2.x layouts; `SDXL_LAYER_SET` on SDXL's (the authors published none)."""
+    return CONVENTIONS[convention].sd_layers if finest_level_has_attention(unet) else SDXL_LAYER_SET
+
+
+def default_injection_layers(unet: torch.nn.Module, convention: str = "gen") -> list[str]:
+    """The decoder self-attention layers injected when none are named, for any SD-family UNet."""
+    return layer_set(unet, default_layer_set(unet, convention))
 
 
 def feature_shape(unet: torch.nn.Module, layer: str, latent_hw: tuple[int, int]) -> tuple[int, int]:
@@ -141,6 +268,11 @@ def feature_shape(unet: torch.nn.Module, layer: str, latent_hw: tuple[int, int])
     h, w = level_sizes(*latent_hw, levels=levels)[max(0, min(level, levels - 1))]
     channels = unet.get_submodule(layer).to_q.in_features
     return h * w, channels
+
+
+def feature_elements(unet: torch.nn.Module, layers: list[str], latent_hw: tuple[int, int]) -> int:
+    """Numbers kept per image and step for `layers` (their input hidden states), for memory estimates."""
+    return sum(math.prod(feature_shape(unet, layer, latent_hw)) for layer in layers)
 
 
 # ----------------------------------------------------------------------------- state and processor
@@ -185,7 +317,7 @@ class InjectionState:
     step: int = 0
     inject: bool = False
     capture: bool = False
-    first_injected_step: int = 1  # StyleID does not inject the first generation step
+    first_injected_step: int = 1  # gen does not inject the first generation step (see CONVENTIONS)
     store: FeatureStore = field(default_factory=FeatureStore)
 
 

@@ -18,7 +18,8 @@ from gen.loading import default_dtype
 from gen.paths import user_cache_dir
 
 # Bump when a tiny config changes, so cached copies built from the old config are not reused.
-TINY_VERSION = 2
+# 3: tiny-sdxl's scheduler config carries SDXL's set_alpha_to_one=false (tiny-sd unchanged).
+TINY_VERSION = 3
 
 
 # ---------------------------------------------------------------- image models
@@ -96,10 +97,22 @@ def build_tiny_sd():
     )
 
 
+def _sdxl_scheduler():
+    """SDXL base's scheduler config: Euler, and the DDIM keys it carries, so a DDIM schedule derived from it
+    ends at ᾱ₀ (set_alpha_to_one false) as it does for the real model."""
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler.from_config({
+        "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "timestep_spacing": "leading",
+        "steps_offset": 1, "clip_sample": False, "set_alpha_to_one": False, "skip_prk_steps": True,
+        "interpolation_type": "linear", "sample_max_value": 1.0, "use_karras_sigmas": False,
+    })
+
+
 def build_tiny_sdxl():
     """SDXL-shaped: no attention at the finest level, two text encoders, micro-conditioning."""
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(0)
@@ -116,11 +129,9 @@ def build_tiny_sdxl():
     _calm_output(unet)
     text_encoder = CLIPTextModel(_clip_text_config(len(tokenizer), 32, 2, 4, 64, act="gelu"))
     text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(len(tokenizer), 32, 2, 4, 64, act="gelu"))
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                       timestep_spacing="leading", steps_offset=1)
     return StableDiffusionXLPipeline(
         vae=_tiny_vae(), text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
-        tokenizer_2=build_tokenizer(), unet=unet, scheduler=scheduler,
+        tokenizer_2=build_tokenizer(), unet=unet, scheduler=_sdxl_scheduler(),
     )
 
 
@@ -159,8 +170,7 @@ def build_arch_unet(name: str, device="cpu", dtype=None):
 def build_arch_pipeline(name: str, device="cpu", dtype=None):
     """A whole pipeline of an architecture preset (UNet, VAE, text encoders), random weights."""
     import torch
-    from diffusers import (AutoencoderKL, DDIMScheduler, EulerDiscreteScheduler, StableDiffusionPipeline,
-                           StableDiffusionXLPipeline)
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     unet = build_arch_unet(name, device, dtype)
@@ -182,11 +192,9 @@ def build_arch_pipeline(name: str, device="cpu", dtype=None):
         else:
             text_encoder = CLIPTextModel(clip_l)
     if name == "arch-sdxl":
-        scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                           timestep_spacing="leading", steps_offset=1)
         return StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
                                          tokenizer=tokenizer, tokenizer_2=build_tokenizer(), unet=unet,
-                                         scheduler=scheduler)
+                                         scheduler=_sdxl_scheduler())
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1,
                               prediction_type=_ARCH_TRAIN[name][1])

@@ -2,14 +2,17 @@
 
     from pipelines import StyleTransferPipeline
 
-    pipe = StyleTransferPipeline.from_pretrained("sd15")
+    pipe = StyleTransferPipeline.from_pretrained("sd15")     # or .from_pipe(an SD/SDXL pipeline you loaded)
     out = pipe(content="photo.jpg", style=[("monet.jpg", 1.0), ("hokusai.jpg", 0.3)], strength=0.5)
     out.images[0].save("stylised.png")
 
-Reading order of `__call__`: load and size the images → encode to latents → invert
-what the cache does not have (empty prompt, no guidance, DDIM) while recording the
-injected layers' features → AdaIN the content's noisy latent → denoise with the
-injection processors → decode, then optional colour preservation and mask compositing.
+Reading order of `__call__`: check the settings → load and size the images → encode
+to latents → invert what the cache does not have (empty prompt, no guidance, DDIM)
+while recording the injected layers' features → AdaIN the content's noisy latent →
+denoise with the injection processors → decode, then optional colour preservation and
+mask compositing. `convention` ("gen", "original", "port"; gen.style.CONVENTIONS)
+chooses whose StyleID to follow: where the inversion evaluates the UNet, whether the
+first step runs, the AdaIN formula and the default layers.
 
 Memory modes: `cache` records the injected layers' input hidden states during the
 inversion pass (model dtype: fp16 on GPU) and generates with a batch of one per
@@ -27,7 +30,7 @@ import hashlib
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -37,12 +40,13 @@ import gen
 from gen.attention import attention_layers, dense_backend, install_processors, is_cross_attention, resolve_backend
 from gen.errors import GenError
 from gen.images import composite, cover_resize, fit_size, image_digest, load_image, load_mask, preserve_color
-from gen.inversion import (InversionCache, Trajectory, ddim_invert, ddim_schedule, ddim_step,
+from gen.inversion import (DDIMSchedule, InversionCache, Trajectory, ddim_invert, ddim_schedule, ddim_step,
                            default_inversion_cache, inversion_key)
 from gen.loading import dtype_name
-from gen.models import LoadedModel, load_pipeline
-from gen.style import (DEFAULT_GAMMA, DEFAULT_TEMPERATURE, InjectionState, StyleInjectionProcessor, adain,
-                       blended_stats, default_injection_layers, feature_shape, normalise_weights,
+from gen.models import LoadedModel, load_pipeline, wrap_pipeline
+from gen.style import (DEFAULT_CONVENTION, DEFAULT_GAMMA, DEFAULT_TEMPERATURE, LAYER_SETS, Convention,
+                       InjectionState, StyleInjectionProcessor, adain, blended_stats, check_injection_steps,
+                       check_layer_specs, convention as resolve_convention, default_layer_set, feature_elements, layer_set, normalise_weights,
                        strength_to_gamma)
 from gen.validation import check_size, check_steps
 
@@ -77,6 +81,17 @@ class StyleTransferPipeline:
                         ) -> StyleTransferPipeline:
         return cls(load_pipeline(model, device=device, dtype=dtype), attention_backend, cache)
 
+    @classmethod
+    def from_pipe(cls, pipe, *, attention_backend: str = "sdpa", cache: InversionCache | None | bool = True,
+                  ) -> StyleTransferPipeline:
+        """Style transfer on an SD 1.x/2.x or SDXL diffusers pipeline already loaded (diffusers' `from_pipe`).
+
+        Nothing is loaded again and nothing of `pipe` is replaced: its scheduler's config is only read
+        (for the betas and timestep spacing the DDIM inversion uses). gen's own TextToImagePipeline works too.
+        """
+        model = pipe.model if isinstance(getattr(pipe, "model", None), LoadedModel) else wrap_pipeline(pipe)
+        return cls(model, attention_backend, cache)
+
     @property
     def pipe(self):
         return self.model.pipe
@@ -97,7 +112,9 @@ class StyleTransferPipeline:
         temperature: float = DEFAULT_TEMPERATURE,
         num_inference_steps: int = 50,
         size: int | tuple[int, int] | None = None,
-        layers: Sequence[str] | None = None,
+        layers: str | Sequence[str] | None = None,
+        convention: str = DEFAULT_CONVENTION,
+        inject_from: int | None = None,
         injection: bool = True,
         adain_init: bool = True,
         preserve_colors: bool = False,
@@ -112,7 +129,9 @@ class StyleTransferPipeline:
         check_steps(num_inference_steps)
         if memory not in MEMORY_MODES:
             raise GenError(f"memory mode must be one of {', '.join(MEMORY_MODES)}, got {memory!r}")
-        layers = self._resolve_layers(layers)
+        rules = resolve_convention(convention)
+        inject_from = self._resolve_inject_from(inject_from, rules, num_inference_steps)
+        layers, named_set = self._resolve_layers(layers, rules.name)
 
         contents = [load_image(c, "content image") for c in _as_list(content)]
         style_specs = [(s, 1.0) if not isinstance(s, tuple) else s for s in _as_list(style)]
@@ -124,7 +143,7 @@ class StyleTransferPipeline:
         content_images = [cover_resize(c, width, height) for c in contents]
         style_images = [cover_resize(s, width, height) for s, _ in styles]
         mask_image = cover_resize(mask_image, width, height) if mask_image is not None else None
-        schedule = ddim_schedule(self.pipe.scheduler.config, num_inference_steps)
+        schedule = self._schedule(num_inference_steps, rules)
         self.unet_calls = self.unet_rows = 0
 
         with torch.inference_mode():
@@ -133,24 +152,25 @@ class StyleTransferPipeline:
             style_latents = self._encode(style_images)
             roles = [f"content:{i}" for i in range(len(contents))] + [f"style:{j}" for j in range(len(styles))]
             latents = dict(zip(roles, list(content_latents) + list(style_latents)))
-            keys = {role: self._cache_key(img, num_inference_steps, width, height)
+            keys = {role: self._cache_key(img, num_inference_steps, width, height, rules.name)
                     for role, img in zip(roles, content_images + style_images)}
             trajectories = {role: (self.cache.get(keys[role]) if self.cache and use_cache else None)
                             for role in roles}
             cache_hits = sum(t is not None for t in trajectories.values())
-            mode = self._memory_mode(memory, layers, (height // 8, width // 8), len(roles), num_inference_steps,
-                                     injection)
+            mode = self._memory_mode(memory, layers, (height // 8, width // 8), len(roles),
+                                     num_inference_steps - inject_from, injection)
             state = InjectionState(gamma=gamma, temperature=temperature,
-                                   styles=[(f"style:{j}", w) for j, (_, w) in enumerate(styles)])
+                                   styles=[(f"style:{j}", w) for j, (_, w) in enumerate(styles)],
+                                   first_injected_step=inject_from)
 
             with self._processors(layers, state):
                 denoise = self._denoiser(conditioning, schedule, state)
                 self._prepare(roles, latents, trajectories, keys, schedule, state, denoise,
-                              capture=injection and mode == "cache", on_step=on_step)
+                              capture=injection and mode == "cache", on_step=on_step, rule=rules.name)
                 final = self._generate(
                     [trajectories[r] for r in roles if r.startswith("content:")],
                     [trajectories[r] for r in roles if r.startswith("style:")],
-                    schedule, state, denoise, injection, adain_init, mode, mask_image, on_step,
+                    schedule, state, denoise, rules, injection, adain_init, mode, mask_image, on_step,
                 )
             feature_bytes = state.store.nbytes
             state.store.clear()
@@ -168,6 +188,7 @@ class StyleTransferPipeline:
         params = self._parameters(contents, content_images, styles, gamma, strength, temperature,
                                   num_inference_steps, width, height, layers, injection, adain_init,
                                   preserve_colors, mask_image is not None, mode)
+        params.update(convention=rules.name, inject_from=inject_from, layer_set=named_set)
         return StyleTransferOutput(outputs, [dict(params, content_index=i) for i in range(len(outputs))], stats,
                                    final)
 
@@ -184,26 +205,48 @@ class StyleTransferPipeline:
             raise GenError(f"gamma (query preservation) must be between 0 and 1, got {gamma}")
         return gamma
 
-    def _resolve_layers(self, layers: Sequence[str] | None) -> list[str]:
-        """Exact layer names or shell patterns (`up_blocks.3.*attn1`) → self-attention layer names."""
+    @staticmethod
+    def _resolve_inject_from(inject_from: int | None, rules: Convention, steps: int) -> int:
+        """The first injected generation step: the convention's unless given; always a step that runs."""
+        check_injection_steps(rules.name, steps, inject_from)
+        return rules.inject_from if inject_from is None else inject_from
+
+    def _resolve_layers(self, layers: str | Sequence[str] | None, convention: str) -> tuple[list[str], str | None]:
+        """Set names (`vsp`), exact layer names or shell patterns (`up_blocks.3.*attn1`) → layer names.
+
+        Returns the names and the set's name when exactly one named set (or the default) was used.
+        """
         if layers is None:
-            return default_injection_layers(self.unet)
-        if not list(layers):
-            raise GenError("the set of injected layers is empty; name at least one self-attention layer")
+            name = default_layer_set(self.unet, convention)
+            return layer_set(self.unet, name), name
+        specs = [layers] if isinstance(layers, str) else list(layers)
+        check_layer_specs(specs)
         known = attention_layers(self.unet)
-        example = default_injection_layers(self.unet)[0]
+        example = layer_set(self.unet, "paper")[0]
         resolved: list[str] = []
-        for spec in layers:
-            matches = [n for n in known if fnmatch.fnmatchcase(n, spec)] if any(c in spec for c in "*?[") else (
-                [spec] if spec in known else [])
+        for spec in specs:
+            if spec in LAYER_SETS:
+                matches = layer_set(self.unet, spec)
+            elif any(c in spec for c in "*?["):
+                matches = [n for n in known if fnmatch.fnmatchcase(n, spec)]
+            else:
+                matches = [spec] if spec in known else []
             if not matches:
-                raise GenError(f"unknown attention layer {spec!r}; layer names look like {example!r}")
+                raise GenError(f"unknown attention layer {spec!r}; layer names look like {example!r}, "
+                               f"layer sets are {', '.join(LAYER_SETS)}")
             for name in matches:
                 if is_cross_attention(name, known[name]):
                     raise GenError(f"layer {name!r} is a cross-attention layer; style injection needs self-attention")
                 if name not in resolved:
                     resolved.append(name)
-        return resolved
+        return resolved, specs[0] if len(specs) == 1 and specs[0] in LAYER_SETS else None
+
+    def _schedule(self, steps: int, rules: Convention) -> DDIMSchedule:
+        """DDIM on the model's own scheduler config (read, never replaced), as the convention ends it."""
+        schedule = ddim_schedule(self.pipe.scheduler.config, steps)
+        if rules.final_alpha_is_first:  # LDM's DDIM: alphas_prev[0] = alphas_cumprod[0], always
+            schedule = replace(schedule, final_alpha=schedule.alphas_cumprod[0])
+        return schedule
 
     def _output_size(self, content: Image.Image, size) -> tuple[int, int]:
         factor = self.pipe.vae_scale_factor
@@ -217,12 +260,11 @@ class StyleTransferPipeline:
         check_size(width, height, multiple=factor)
         return width, height
 
-    def _memory_mode(self, memory, layers, latent_hw, images, steps, injection) -> str:
+    def _memory_mode(self, memory, layers, latent_hw, images, injected_steps, injection) -> str:
         if memory != "auto" or not injection:
             return memory if memory != "auto" else "cache"
         element = torch.empty((), dtype=self.model.dtype).element_size()
-        per_step = sum(math.prod(feature_shape(self.unet, layer, latent_hw)) for layer in layers)
-        estimate = per_step * (steps - 1) * images * element
+        estimate = feature_elements(self.unet, layers, latent_hw) * injected_steps * images * element
         return "cache" if estimate <= 0.5 * _free_memory(self.model.device) else "recompute"
 
     # ------------------------------------------------------------------ model plumbing
@@ -285,9 +327,9 @@ class StyleTransferPipeline:
             pixels = vae.decode((latents / vae.config.scaling_factor + shift).to(dtype)).sample
         return self.pipe.image_processor.postprocess(pixels.float(), output_type="pil")
 
-    def _cache_key(self, image: Image.Image, steps: int, width: int, height: int) -> str:
+    def _cache_key(self, image: Image.Image, steps: int, width: int, height: int, rule: str) -> str:
         return inversion_key(image_digest(image), self._model_fingerprint(), steps, width, height,
-                             dtype_name(self.model.dtype), self.model.device.type)
+                             dtype_name(self.model.dtype), self.model.device.type, rule)
 
     def _model_fingerprint(self) -> str:
         """Identifies the weights (not just the name): a fused LoRA or a different snapshot changes it."""
@@ -302,7 +344,7 @@ class StyleTransferPipeline:
 
     # ------------------------------------------------------------------ the two passes
 
-    def _prepare(self, roles, latents, trajectories, keys, schedule, state, denoise, capture, on_step):
+    def _prepare(self, roles, latents, trajectories, keys, schedule, state, denoise, capture, on_step, rule):
         """Invert what the cache lacks; record features of every row if `capture`. One batched pass."""
         new = [r for r in roles if trajectories[r] is None]
         replayed = [r for r in roles if trajectories[r] is not None] if capture else []
@@ -313,26 +355,29 @@ class StyleTransferPipeline:
                                                                           device=self.model.device)
         replay = torch.stack([trajectories[r].inputs for r in replayed]).to(x) if replayed else None
         progress = (lambda done, total: on_step("invert", done, total)) if on_step else None
-        for role, trajectory in zip(new, ddim_invert(denoise, x, schedule, replay=replay, on_step=progress)):
+        for role, trajectory in zip(new, ddim_invert(denoise, x, schedule, replay=replay, on_step=progress,
+                                                     rule=rule)):
             trajectories[role] = trajectory
             if self.cache:
                 self.cache.put(keys[role], trajectory, {"model": self.model.preset.name, "role": role.split(":")[0]})
         state.roles, state.capture = None, False
 
     def _generate(self, contents: list[Trajectory], styles: list[Trajectory], schedule, state, denoise,
-                  injection, adain_init, mode, mask_image, on_step) -> torch.Tensor:
+                  rules: Convention, injection, adain_init, mode, mask_image, on_step) -> torch.Tensor:
         x = torch.stack([c.final for c in contents]).to(self.model.device)
         if adain_init and styles:
-            mean, std = blended_stats([s.final for s in styles], [w for _, w in state.styles])
-            x = adain(x, mean.to(x.device), std.to(x.device))
+            mean, std = blended_stats([s.final for s in styles], [w for _, w in state.styles], rules.adain)
+            x = adain(x, mean.to(x.device), std.to(x.device), rules.adain)
         blend = self._latent_mask(mask_image, x) if mask_image is not None else None
         if blend is not None:
             x = blend * x + (1 - blend) * torch.stack([c.final for c in contents]).to(x)
         gen_roles = [f"gen:{i}" for i in range(len(contents))]
         source_roles = [f"content:{i}" for i in range(len(contents))] + [f"style:{j}" for j in range(len(styles))]
         sources = contents + styles
-        total = len(schedule.timesteps)
-        for index, t in enumerate(schedule.timesteps):
+        first = 1 if rules.skip_first_step else 0  # the original starts at the second timestep
+        total = len(schedule.timesteps) - first
+        for index in range(first, len(schedule.timesteps)):
+            t = schedule.timesteps[index]
             inject = injection and index >= state.first_injected_step
             if inject and mode == "recompute":
                 batch = torch.cat([torch.stack([s.input_at(index) for s in sources]).to(x), x])
@@ -345,7 +390,7 @@ class StyleTransferPipeline:
             if blend is not None:
                 x = blend * x + (1 - blend) * torch.stack([c.latent_after(index) for c in contents]).to(x)
             if on_step:
-                on_step("stylise", index + 1, total)
+                on_step("stylise", index + 1 - first, total)
         state.roles, state.inject = None, False
         return x
 

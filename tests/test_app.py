@@ -62,6 +62,20 @@ def test_style_and_png_info_endpoints(served):
     assert read_png_metadata(result)[1]["gamma"] == 0.75
 
 
+def test_style_tab_advanced_takes_the_convention_first_injected_step_and_layers(served):
+    _, client = served
+    _, params_json = client.predict(
+        handle_file(str(ASSETS / "coffee.jpg")), [handle_file(str(ASSETS / "brick.jpg"))], "", "tiny-sd", 0.5, 1.5,
+        3, "64", False, None, None, "port", "1", "vsp, up_blocks.1.attentions.0.transformer_blocks.0.attn1",
+        api_name="/style")
+    params = json.loads(params_json)
+    assert (params["convention"], params["inject_from"]) == ("port", 1)
+    assert params["layers"][-1] == "up_blocks.1.attentions.0.transformer_blocks.0.attn1" and len(params["layers"]) == 3
+    with pytest.raises(Exception, match="Inject from step must be a whole step number from 1 to 2"):
+        client.predict(handle_file(str(ASSETS / "coffee.jpg")), [handle_file(str(ASSETS / "brick.jpg"))], "",
+                       "tiny-sd", 0.5, 1.5, 3, "64", False, None, None, "original", "0", "", api_name="/style")
+
+
 def test_painted_mask_gives_the_same_result_as_the_same_mask_uploaded(served, tmp_path):
     _, client = served
     content = ASSETS / "coffee.jpg"

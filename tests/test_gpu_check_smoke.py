@@ -17,5 +17,5 @@ def test_gpu_check_smoke_run_passes(tmp_path):
     text = report.read_text()
     assert "all checks passed" in text and "FAIL" not in text
     for section in ("gen processors == stock", "cache and recompute modes agree", "radial FlexAttention (token)",
-                    "| latent frames |", "one denoising step"):
+                    "| latent frames |", "one denoising step", "| layer set | layers |"):
         assert section in text

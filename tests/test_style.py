@@ -129,11 +129,12 @@ def test_gamma_maps_back_onto_strength():
         gamma_to_strength(-0.1)
 
 
-def test_default_layers_are_the_papers_for_sd15_and_the_finest_decoder_levels_for_sdxl(tiny_sdxl):
+def test_default_layers_are_the_papers_for_sd15_and_vsp_for_sdxl(tiny_sdxl):
     sd15 = build_arch_unet("arch-sd15", device="meta")
     assert default_injection_layers(sd15) == [
         f"up_blocks.{i}.attentions.{j}.transformer_blocks.0.attn1" for i in (2, 3) for j in range(3)]
-    assert default_injection_layers(tiny_sdxl.pipe.unet)[0].startswith("up_blocks.0.")
+    assert default_injection_layers(tiny_sdxl.pipe.unet) == [  # every block of its finest attention level
+        f"up_blocks.1.attentions.{j}.transformer_blocks.0.attn1" for j in range(2)]
 
 
 def _reference(attn, h_content, h_current, h_style, gamma, temperature):
@@ -270,7 +271,7 @@ BAD = [
     (dict(gamma=-0.1), "gamma (query preservation) must be between 0 and 1"),
     (dict(temperature=0.0), "temperature must be a positive number"),
     (dict(temperature=float("nan")), "temperature must be a positive number"),
-    (dict(layers=[]), "the set of injected layers is empty"),
+    (dict(layers=[]), "layers: name at least one self-attention layer or a layer set"),
     (dict(layers=["up_blocks.9.attn1"]), "unknown attention layer 'up_blocks.9.attn1'"),
     (dict(layers=["up_blocks.1.attentions.0.transformer_blocks.0.attn2"]), "is a cross-attention layer"),
     (dict(mask=Image.new("L", (10, 10))), "the mask must have the content image's size"),
