@@ -40,7 +40,7 @@ from gen.images import composite, cover_resize, fit_size, image_digest, load_ima
 from gen.inversion import (InversionCache, Trajectory, ddim_invert, ddim_schedule, ddim_step,
                            default_inversion_cache, inversion_key)
 from gen.loading import dtype_name
-from gen.models import LoadedModel, load_pipeline
+from gen.models import UNET_FAMILIES, LoadedModel, load_pipeline
 from gen.style import (DEFAULT_GAMMA, DEFAULT_TEMPERATURE, InjectionState, StyleInjectionProcessor, adain,
                        blended_stats, default_injection_layers, feature_shape, normalise_weights,
                        strength_to_gamma)
@@ -75,7 +75,8 @@ class StyleTransferPipeline:
     def from_pretrained(cls, model: str, *, device: str | None = None, dtype: str | None = None,
                         attention_backend: str = "sdpa", cache: InversionCache | None | bool = True,
                         ) -> StyleTransferPipeline:
-        return cls(load_pipeline(model, device=device, dtype=dtype), attention_backend, cache)
+        return cls(load_pipeline(model, device=device, dtype=dtype, families=UNET_FAMILIES, task="style transfer"),
+                   attention_backend, cache)
 
     @property
     def pipe(self):

@@ -28,3 +28,24 @@ def tiny_sdxl():
     from pipelines import TextToImagePipeline
 
     return TextToImagePipeline.from_pretrained("tiny-sdxl", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux():
+    from pipelines import TextToImagePipeline
+
+    return TextToImagePipeline.from_pretrained("tiny-flux", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3():
+    from pipelines import TextToImagePipeline
+
+    return TextToImagePipeline.from_pretrained("tiny-sd3", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_image():
+    from pipelines import TextToImagePipeline
+
+    return TextToImagePipeline.from_pretrained("tiny-qwen-image", device="cpu")
