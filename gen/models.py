@@ -30,11 +30,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from gen.errors import GenError
+from gen.errors import FieldError, GenError
 from gen.jsonio import loads
 from gen.loading import HUB_ID, choose_device, choose_dtype, pipeline_from_pretrained
 from gen.tiny_models import build_arch_pipeline, tiny_preset_folder, tiny_preset_path
-from gen.validation import MAX_SIDE, check_guidance, check_side, check_steps
+from gen.validation import MAX_SIDE, check_guidance, check_range, check_side, check_steps
 
 # How a family's `guidance` setting acts.
 GUIDANCE_KINDS = {
@@ -59,6 +59,7 @@ class ImageFamily:
     guidance_scale: float
     native_size: int | None = None  # training size when the config does not give one (sample_size)
     min_steps: int = 1  # Qwen-Image's scheduler (terminal shift) divides by zero at 1 step: NaN images
+    dispatcher: bool = False  # its processors call diffusers' dispatcher (any dispatcher backend works)
 
     @property
     def is_transformer(self) -> bool:
@@ -70,10 +71,11 @@ IMAGE_FAMILIES: dict[str, ImageFamily] = {
     for f in [
         ImageFamily("sd", "Stable Diffusion 1.x/2.x", ("StableDiffusionPipeline",), "unet", 8, "cfg", 30, 7.5),
         ImageFamily("sdxl", "SDXL", ("StableDiffusionXLPipeline",), "unet", 8, "cfg", 30, 5.0),
-        ImageFamily("flux", "FLUX.1", ("FluxPipeline",), "transformer", 16, "distilled", 28, 3.5, native_size=1024),
+        ImageFamily("flux", "FLUX.1", ("FluxPipeline",), "transformer", 16, "distilled", 28, 3.5, native_size=1024,
+                    dispatcher=True),
         ImageFamily("sd3", "Stable Diffusion 3/3.5", ("StableDiffusion3Pipeline",), "transformer", 16, "cfg", 28, 7.0),
         ImageFamily("qwen-image", "Qwen-Image", ("QwenImagePipeline",), "transformer", 16, "true-cfg", 50, 4.0,
-                    native_size=1328, min_steps=2),
+                    native_size=1328, min_steps=2, dispatcher=True),
     ]
 }
 IMAGE_PIPELINES = {cls: f.name for f in IMAGE_FAMILIES.values() for cls in f.pipelines}
@@ -184,40 +186,47 @@ class LoadedModel:
 
 
 def check_image_settings(preset: ModelPreset, width: int | None = None, height: int | None = None,
-                         guidance: float | None = None, negative_prompt: str = "",
-                         true_cfg: float | None = None, steps: int | None = None) -> None:
-    """The size grid, steps and guidance rules of a model, before it is loaded (None = the model's default).
+                         guidance: float | None = None, negative_prompt: str = "", true_cfg: float | None = None,
+                         steps: int | None = None, attention_backend: str = "sdpa") -> None:
+    """The size grid, steps, guidance and kernel rules of a model, before it is loaded (None = the model's
+    default). Errors are FieldErrors named by gen.jobs.ImageJob's fields.
 
     A hub id not loaded yet has no family: only what holds for every family is checked, the rest
     when it is loaded.
     """
     family, name = preset.family_spec, preset.name
     multiple = family.size_multiple if family else 8
-    for label, value in (("width", width), ("height", height)):
+    for field, value in (("width", width), ("height", height)):
         if value is not None:
-            check_side(label, value, multiple, hi=min(MAX_SIDE, preset.max_side))
+            check_side(field, value, multiple, hi=min(MAX_SIDE, preset.max_side))
     if steps is not None:
         check_steps(steps)
         if family is not None and steps < family.min_steps:
-            raise GenError(f"{name} needs at least {family.min_steps} steps (its scheduler divides by zero at "
-                           f"{steps}), got {steps}")
+            raise FieldError("steps", f"{{name}} must be at least {family.min_steps} for {name} (its scheduler "
+                                      f"divides by zero at {steps} step), got {steps}")
     if guidance is not None:
         check_guidance(guidance)
-    if true_cfg is not None and not 0.0 <= true_cfg <= 50.0:
-        raise GenError(f"true CFG must be between 0 and 50, got {true_cfg}")
+    if true_cfg is not None:
+        check_range("true_cfg", true_cfg, 0.0, 50.0)
     if family is None:
         return
     kind = preset.guidance_kind
     if true_cfg is not None and family.name != "flux":
-        raise GenError(f"true CFG is an option of FLUX.1 models; {name}'s guidance is already "
-                       f"{GUIDANCE_KINDS[kind].split(';')[0]}: set guidance instead")
+        raise FieldError("true_cfg", f"{{name}} is an option of FLUX.1 models; {name}'s guidance is already "
+                                     f"{GUIDANCE_KINDS[kind].split(';')[0]}: set guidance instead")
     if kind == "none" and guidance not in (None, 0.0):
-        raise GenError(f"{name} takes no guidance ({GUIDANCE_KINDS['none']}); leave guidance unset, got {guidance}")
+        raise FieldError("guidance", f"{name} takes no {{name}} ({GUIDANCE_KINDS['none']}); leave it unset, got {guidance}")
     if negative_prompt and kind in ("distilled", "none") and not (true_cfg is not None and true_cfg > 1):
-        raise GenError(f"{name} takes no negative prompt ({GUIDANCE_KINDS[kind]}); set true CFG > 1 to run real "
-                       "classifier-free guidance with it (two passes per step)")
+        raise FieldError("true_cfg", f"a negative prompt on {name} needs {{name}} > 1 (its own guidance is "
+                                     f"{GUIDANCE_KINDS[kind].split(':')[0]}): real classifier-free guidance, "
+                                     "two passes per step")
     if negative_prompt and kind in ("cfg", "true-cfg") and guidance is not None and guidance <= 1:
-        raise GenError(f"a negative prompt needs guidance > 1 on {name} (at {guidance} the negative branch is not run)")
+        raise FieldError("guidance", f"a negative prompt on {name} needs {{name}} > 1 (at {guidance} the negative "
+                                     "branch is not run)")
+    if attention_backend != "sdpa" and family.is_transformer and not family.dispatcher:
+        raise FieldError("attention_backend", f"{{name}} {attention_backend} is not available for {name}: "
+                                              f"{family.label}'s processors call torch's SDPA directly, not "
+                                              "diffusers' dispatcher; use sdpa")
 
 
 def check_family(preset: ModelPreset, families: tuple[str, ...], task: str) -> None:
@@ -225,7 +234,8 @@ def check_family(preset: ModelPreset, families: tuple[str, ...], task: str) -> N
     if preset.family in families or preset.family_spec is None:
         return
     allowed = ", ".join(IMAGE_FAMILIES[f].label for f in families)
-    raise GenError(f"{task} supports {allowed}; {preset.name} is a {preset.family_spec.label} model")
+    raise FieldError("model", f"{task} supports {allowed} models; {{name}} {preset.name} is a "
+                              f"{preset.family_spec.label} model")
 
 
 # ---------------------------------------------------------------- resolving names

@@ -30,17 +30,18 @@ def test_dit_presets_declare_training_sizes_and_model_card_defaults():
     ("flux-dev", dict(width=1000), "width 1000 is not a multiple of 16; nearest valid: 992 or 1008"),
     ("qwen-image", dict(height=1330), "height 1330 is not a multiple of 16; nearest valid: 1328 or 1344"),
     ("sd35-large", dict(width=3200), "width 3200 is out of range; allowed: 64 to 3072 pixels"),
-    ("flux-schnell", dict(guidance=3.5), "flux-schnell takes no guidance"),
-    ("flux-dev", dict(negative_prompt="blurry"), "flux-dev takes no negative prompt .* set true CFG > 1"),
-    ("flux-dev", dict(negative_prompt="blurry", true_cfg=1.0), "takes no negative prompt"),
-    ("sd35-medium", dict(true_cfg=4.0), "true CFG is an option of FLUX.1 models; sd35-medium's guidance is already "
+    ("flux-schnell", dict(guidance=3.5), "flux-schnell takes no guidance .*; leave it unset, got 3.5"),
+    ("flux-dev", dict(negative_prompt="blurry"), "a negative prompt on flux-dev needs true_cfg > 1 .*distilled"),
+    ("flux-dev", dict(negative_prompt="blurry", true_cfg=1.0), "needs true_cfg > 1"),
+    ("sd35-medium", dict(true_cfg=4.0), "true_cfg is an option of FLUX.1 models; sd35-medium's guidance is already "
                                         "classifier-free guidance"),
     ("qwen-image", dict(true_cfg=4.0), "set guidance instead"),
-    ("qwen-image", dict(negative_prompt="blurry", guidance=1.0), "a negative prompt needs guidance > 1 on qwen-image"),
+    ("qwen-image", dict(negative_prompt="blurry", guidance=1.0), "a negative prompt on qwen-image needs guidance > 1"),
     ("sd35-large", dict(negative_prompt="blurry", guidance=0.5), "needs guidance > 1"),
-    ("qwen-image", dict(steps=1), "qwen-image needs at least 2 steps"),
-    ("flux-dev", dict(true_cfg=float("nan")), "true CFG must be between 0 and 50"),
+    ("qwen-image", dict(steps=1), "steps must be at least 2 for qwen-image"),
+    ("flux-dev", dict(true_cfg=float("nan")), "true_cfg must be between 0 and 50"),
     ("flux-dev", dict(guidance=float("inf")), "guidance must be between 0 and 50"),
+    ("sd35-large", dict(attention_backend="xformers"), "attention_backend xformers is not available for sd35-large"),
 ])
 def test_bad_settings_are_refused_before_loading(model, settings, message):
     with pytest.raises(GenError, match=message):
@@ -58,7 +59,8 @@ def test_good_settings_pass():
 def test_style_transfer_refuses_transformer_models_before_loading():
     from pipelines import StyleTransferPipeline
 
-    with pytest.raises(GenError, match="style transfer supports Stable Diffusion 1.x/2.x, SDXL; flux-dev is a FLUX.1"):
+    with pytest.raises(GenError, match="style transfer supports Stable Diffusion 1.x/2.x, SDXL models; model flux-dev "
+                                       "is a FLUX.1 model"):
         StyleTransferPipeline.from_pretrained("flux-dev", device="cpu")
 
 
