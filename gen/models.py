@@ -302,7 +302,7 @@ def _denoiser_facts(family: ImageFamily, config: dict, vae_scale: int = 8) -> di
     largest side its position embedding covers (SD3)."""
     facts: dict = {}
     if family.name == "flux" and not config.get("guidance_embeds", True):
-        facts.update(no_guidance=True, steps=4, guidance=0.0)  # FLUX.1-schnell's defaults
+        facts.update(no_guidance=True, steps=4, guidance=0.0, text_tokens=256)  # FLUX.1-schnell's defaults
     if family.name == "sd3" and config.get("pos_embed_max_size"):
         facts["max_side"] = int(config["pos_embed_max_size"]) * int(config.get("patch_size", 2)) * vae_scale
     return facts

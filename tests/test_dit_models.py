@@ -92,7 +92,8 @@ def test_local_schnell_shaped_folder_gets_its_rules_from_its_config(tmp_path):
     folder = tmp_path / "schnell-like"
     build_tiny_flux(guidance_embeds=False).save_pretrained(folder, safe_serialization=True)
     preset = resolve_model(str(folder))  # nothing loaded yet
-    assert (preset.family, preset.guidance_kind, preset.steps, preset.guidance) == ("flux", "none", 4, 0.0)
+    assert (preset.family, preset.guidance_kind, preset.steps, preset.guidance, preset.text_tokens) == (
+        "flux", "none", 4, 0.0, 256)
     with pytest.raises(GenError, match="takes no guidance"):
         check_image_settings(preset, guidance=2.0)
     model = load_pipeline(str(folder), device="cpu", train_size=128)
