@@ -131,7 +131,10 @@ def test_stock_processors_and_kernel_entry_points_are_restored_exactly(tiny_flux
 
 
 def test_any_dispatcher_backend_gets_the_scale(tiny_flux):
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
     transformer, inputs = tiny_flux.pipe.transformer, flux_inputs()
+    active = _AttentionBackendRegistry.get_active_backend()[0]
     with torch.no_grad():
         stock = transformer(**inputs).sample
         with entropy_scaling(transformer, train_size=128):
@@ -140,6 +143,8 @@ def test_any_dispatcher_backend_gets_the_scale(tiny_flux):
         with dispatcher_backend(transformer, "flex"):
             with entropy_scaling(transformer, train_size=128):
                 flex_scaled = transformer(**inputs).sample
+            # This model only: diffusers' process-wide active backend (other models' default) is untouched.
+            assert _AttentionBackendRegistry.get_active_backend()[0] == active
         assert all("_attention_backend" not in m.processor.__dict__ for m in attention_layers(transformer).values())
     assert torch.allclose(flex_scaled, scaled, atol=1e-5) and not torch.allclose(scaled, stock, atol=1e-4)
 

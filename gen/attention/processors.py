@@ -137,15 +137,25 @@ def check_dispatcher_backend(transformer: torch.nn.Module, backend: str) -> None
 @contextmanager
 def dispatcher_backend(transformer: torch.nn.Module, backend: str = "sdpa") -> Iterator[None]:
     """Run a diffusers transformer's attention on dispatcher backend `backend` inside the block (sdpa:
-    the processors' own choice, untouched). diffusers' `set_attention_backend` makes the change and its
-    checks; each processor's previous choice is put back afterwards."""
+    the processors' own choice, untouched); each processor's previous choice is put back afterwards.
+
+    Not `transformer.set_attention_backend`: besides this model's processors it sets diffusers'
+    process-wide active backend, which every other model's processors then use too (and which it
+    never puts back). Here only this transformer's processors change; diffusers' own requirement
+    check for the backend still runs.
+    """
     if backend == "sdpa":
         yield
         return
+    from diffusers.models.attention_dispatch import AttentionBackendName, _check_attention_backend_requirements
+
     check_dispatcher_backend(transformer, backend)
+    name = AttentionBackendName(backend)
+    _check_attention_backend_requirements(name)
     processors = [m.processor for m in attention_layers(transformer).values()]
     before = [(p, p.__dict__.get("_attention_backend", _UNSET)) for p in processors]
-    transformer.set_attention_backend(backend)
+    for processor in processors:
+        processor._attention_backend = name
     try:
         yield
     finally:
