@@ -48,6 +48,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/entropy_scaling.py --rounds 16
+	for m in arch-flux-dev arch-sd35-large arch-sd35-medium arch-qwen-image; do \
+		$(BIN)/python benchmarks/entropy_scaling.py --model $$m --size 256x256 --depth 1 --rounds 16; done
 	$(BIN)/python benchmarks/style_transfer.py
 	$(BIN)/python benchmarks/radial_attention.py
 

@@ -24,6 +24,8 @@ from gen.errors import GenError, user_message
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 QUEUE_SIZE = 8
 UPLOAD_LIMIT = "25mb"
+# Sizes on the 16-pixel grid, so that every model family takes them (UNets need multiples of 8).
+ASPECTS = {"1:1": ("512", "512"), "3:2": ("512", "336"), "16:9": ("512", "288"), "2.4:1": ("512", "208")}
 RANDOM_NOTICE = ("**Offline demo models**: the tiny presets have random weights, so their pictures are "
                  "noise-like. Pick a real model (e.g. `sd15`, `wan2.1-1.3b`) where it is downloaded.")
 
@@ -121,7 +123,7 @@ class Studio:
 # The widgets' labels, by job field: the UI's names in its error messages and on the page.
 LABELS = {
     "prompt": "Prompt", "negative": "Negative prompt", "model": "Model", "width": "Width", "height": "Height",
-    "steps": "Steps", "guidance": "Guidance", "seed": "Seed", "entropy_scaling": "Entropy scaling",
+    "steps": "Steps", "guidance": "Guidance", "true_cfg": "True CFG", "seed": "Seed", "entropy_scaling": "Entropy scaling",
     "batch": "Batch count", "content": "Content", "style": "Style image(s)", "strength": "Strength",
     "temperature": "Temperature T", "size": "Size", "preserve_color": "Preserve colour", "mask": "Mask",
     "frames": "Frames", "attention": "Attention", "dense_layers": "Dense layers", "dense_steps": "Dense steps",
@@ -149,21 +151,27 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
     from gen.loading import cached_pipelines
     from gen.style import CONVENTIONS, LAYER_SETS
     from pipelines.text_to_video import ATTENTION_MODES
-    from gen.models import PRESETS, SD_PIPELINES, SDXL_PIPELINES
+    from gen.models import IMAGE_PIPELINES, PRESETS, UNET_FAMILIES
     from gen.video_models import DEFAULT_STRENGTH, VIDEO_PIPELINES, VIDEO_PRESETS
 
     cached = cached_pipelines()  # models already downloaded, beyond the presets
-    image_models = [n for n, p in PRESETS.items() if p.source != "arch"] + sorted(
-        r for r, c in cached.items() if c in SD_PIPELINES + SDXL_PIPELINES and r not in
-        {p.location for p in PRESETS.values()})
+
+    def model_choices(families) -> list[str]:
+        return [n for n, p in PRESETS.items() if p.source != "arch" and p.family in families] + sorted(
+            r for r, c in cached.items() if IMAGE_PIPELINES.get(c) in families and r not in
+            {p.location for p in PRESETS.values()})
+
+    image_models = model_choices(set(IMAGE_PIPELINES.values()))  # every family: UNets and transformers
+    style_models = model_choices(UNET_FAMILIES)
     video_models = [n for n, p in VIDEO_PRESETS.items() if p.source != "arch"] + sorted(
         r for r, c in cached.items() if c in VIDEO_PIPELINES and r not in {p.repo_id for p in VIDEO_PRESETS.values()})
 
     @one_line_errors
-    def generate_image(prompt, negative, model, width, height, steps, guidance, seed, entropy, batch, gallery,
-                       progress=gr.Progress()):
+    def generate_image(prompt, negative, model, width, height, steps, guidance, seed, entropy, batch, true_cfg,
+                       gallery, progress=gr.Progress()):
         values = dict(prompt=prompt or "", negative=negative or "", model=model, width=width, height=height,
-                      steps=steps, guidance=guidance, seed=seed, entropy_scaling=entropy, batch=batch)
+                      steps=steps, guidance=guidance, seed=seed, entropy_scaling=entropy, batch=batch,
+                      true_cfg=true_cfg)
         records = studio.run("image", values, progress)
         return [r["path"] for r in records], (gallery or []) + records, _params_json(records)
 
@@ -262,11 +270,14 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                         with gr.Row():
                             i_width = gr.Textbox(label=_label("width", "blank: training size"))
                             i_height = gr.Textbox(label=_label("height", "blank: training size"))
-                        i_aspect = gr.Radio(["1:1", "3:2", "16:9", "2.4:1"], label="Aspect preset (at 512 wide)")
+                        i_aspect = gr.Radio(list(ASPECTS), label="Aspect preset (at 512 wide)")
                         i_entropy = gr.Radio(list(ENTROPY_MODES), value=ImageJob.entropy_scaling, label=_label("entropy_scaling"))
                         with gr.Accordion("Advanced", open=False):
                             i_steps = gr.Textbox(label=_label("steps", "blank: per model"))
-                            i_guidance = gr.Textbox(label=_label("guidance", "blank: per model"))
+                            i_guidance = gr.Textbox(label=_label("guidance", "blank: per model; FLUX.1-dev: "
+                                                                 "distilled, Qwen-Image: true CFG"))
+                            i_true_cfg = gr.Textbox(value="", label=_label("true_cfg", "FLUX.1 only, for a negative "
+                                                                           "prompt; blank: off"))
                             with gr.Row():
                                 i_seed = gr.Number(value=7, label=_label("seed"), precision=0)
                                 i_random = gr.Button("Random seed", scale=0)
@@ -283,7 +294,7 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                         s_content = checked_upload(gr.Image(type="filepath", label=_label("content")), "content image")
                         s_styles = gr.File(file_count="multiple", file_types=["image"], label=_label("style"))
                         s_weights = gr.Textbox(label="Style weights (comma separated; blank: equal)")
-                        s_model = gr.Dropdown(image_models, value=style_model, label=_label("model"), allow_custom_value=True)
+                        s_model = gr.Dropdown(style_models, value=style_model, label=_label("model"), allow_custom_value=True)
                         s_strength = gr.Slider(0, 1, value=0.5, step=0.05, label=_label("strength", "0.5 = γ 0.75"))
                         s_preserve = gr.Checkbox(label=_label("preserve_color"))
                         with gr.Accordion("Advanced", open=False):
@@ -362,11 +373,10 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
                                       file_count="multiple")
 
         i_random.click(lambda: int(time.time_ns() % 2**32), outputs=i_seed, api_name=False, queue=False)
-        i_aspect.change(lambda a: {"1:1": ("512", "512"), "3:2": ("512", "344"), "16:9": ("512", "288"),
-                                   "2.4:1": ("512", "216")}.get(a, ("", "")),
-                        inputs=i_aspect, outputs=[i_width, i_height], api_name=False, queue=False)
+        i_aspect.change(lambda a: ASPECTS.get(a, ("", "")), inputs=i_aspect, outputs=[i_width, i_height],
+                        api_name=False, queue=False)
         image_event = i_go.click(generate_image, [i_prompt, i_negative, i_model, i_width, i_height, i_steps,
-                                                  i_guidance, i_seed, i_entropy, i_batch, gallery],
+                                                  i_guidance, i_seed, i_entropy, i_batch, i_true_cfg, gallery],
                                  [i_out, gallery, i_params], api_name="image")
         style_event = s_go.click(generate_style, [s_content, s_styles, s_weights, s_model, s_strength, s_temperature,
                                                   s_steps, s_size, s_preserve, s_mask, s_painted, s_convention,
@@ -388,7 +398,8 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
         p_sidecar.change(video_info, p_sidecar, [p_text, p_json], api_name="video_info")
         targets = {"tab": tabs,
                    "image": dict(prompt=i_prompt, negative=i_negative, model=i_model, width=i_width, height=i_height,
-                                 steps=i_steps, guidance=i_guidance, seed=i_seed, entropy=i_entropy),
+                                 steps=i_steps, guidance=i_guidance, seed=i_seed, entropy=i_entropy,
+                                 true_cfg=i_true_cfg),
                    "style": dict(model=s_model, strength=s_strength, temperature=s_temperature, steps=s_steps,
                                  size=s_size, preserve=s_preserve, weights=s_weights, convention=s_convention,
                                  inject_from=s_inject_from, layers=s_layers),
@@ -467,7 +478,7 @@ def _send_to_tab(params_json: str, targets: dict) -> dict:
     if isinstance(job, ImageJob):
         values = dict(prompt=job.prompt, negative=job.negative, model=job.model, width=text(job.width),
                       height=text(job.height), steps=text(job.steps), guidance=text(job.guidance), seed=job.seed,
-                      entropy=job.entropy_scaling)
+                      entropy=job.entropy_scaling, true_cfg=text(job.true_cfg))
     elif isinstance(job, StyleJob):
         strength = job.strength if job.strength is not None else round(
             gamma_to_strength(DEFAULT_GAMMA if job.gamma is None else job.gamma), 4)

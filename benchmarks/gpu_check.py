@@ -14,15 +14,19 @@ present), bring the missing wheels in the working tree and install them into a s
         python3 benchmarks/gpu_check.py --out $OUT/gpu_check.md
 
 Checks (each line says PASS or FAIL):
-  * tiny-sd / tiny-sdxl pipelines: entropy scaling `on` at the training size is pixel-identical
-    to `off`, and changes the image elsewhere;
+  * tiny-sd / tiny-sdxl / tiny-flux / tiny-sd3 / tiny-qwen-image pipelines: entropy scaling `on` at
+    the training size is pixel-identical to `off`, and changes the image elsewhere;
   * the SD 1.5 UNet (arch-sd15): gen's processors at the training size give exactly the stock
     output; away from it, two self-attention layers match a reference computed with the
     formula scale more closely than one with the plain 1/√d scale;
   * xformers backend, if it can run: same UNet output as SDPA within fp16 tolerance;
   * style transfer: cache and recompute modes give the same image;
-  * radial FlexAttention against SDPA with the boolean mask (block and token granularity).
-Timings: entropy scaling on vs off per UNet step (arch-sd15, arch-sdxl), one whole arch-sd15
+  * radial FlexAttention against SDPA with the boolean mask (block and token granularity);
+  * diffusion transformers (FLUX.1-dev, SD3.5 Large, Qwen-Image at full depth in bf16; tiny ones in
+    the smoke run): entropy scaling at the training size gives exactly the stock output, changes it
+    elsewhere, and reaches diffusers' other dispatcher backends (flash, efficient, cuDNN SDPA).
+Timings: entropy scaling on vs off per UNet step (arch-sd15, arch-sdxl) and per transformer call
+(the DiTs above, at sizes below and above their training size), one whole arch-sd15
 generation, style transfer costs at 512²/50 steps, each named style layer set's cost on SDXL's UNet
 at 1024², radial vs dense attention alone on Wan's layout (×1, ×2, ×4 frames), and one
 arch-wan-1.3b denoising step at 81 × 480 × 832.
@@ -31,6 +35,7 @@ arch-wan-1.3b denoising step at 81 × 480 × 832.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 import sys
@@ -52,10 +57,11 @@ from style_transfer import run as run_style_benchmark  # noqa: E402
 from style_transfer import table as style_table  # noqa: E402
 from timing import alternate, median_ratio  # noqa: E402
 
-from gen.attention import entropy_scaling, is_cross_attention, select_layers  # noqa: E402
+from gen.attention import attention_layers, entropy_scaling, is_cross_attention, select_layers  # noqa: E402
 from gen.attention.kernels import resolve_backend  # noqa: E402
 from gen.attention.processors import dense_backend  # noqa: E402
 from gen.errors import BackendUnavailable  # noqa: E402
+from gen.loading import dtype_name, first_line  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,10 @@ class Profile:
     radial_heads: int
     radial_rounds: int
     video_bf16: bool
+    dit_cases: tuple[tuple[str, int, int], ...] = ()  # (model, width, height): entropy on vs off per step
+    dit_depth: int | None = None  # joint blocks of the architecture transformers; None = full depth
+    dit_dtype: torch.dtype = torch.bfloat16
+    dit_backends: tuple[str, ...] = ()  # diffusers dispatcher backends that must get the scale too
 
     @property
     def dtype_name(self) -> str:
@@ -88,13 +98,21 @@ def gpu_profile(quick: bool) -> Profile:
     cases = (("arch-sd15", 256, 256), ("arch-sd15", 1024, 1024))
     if not quick:
         cases += (("arch-sdxl", 768, 768), ("arch-sdxl", 2048, 1024))
+    # Full-depth DiTs in bf16: FLUX.1-dev 12B (24 GB), SD3.5 Large 8B, Qwen-Image 20B (41 GB), one at a time.
+    dits = (("arch-flux-dev", 512, 512), ("arch-qwen-image", 768, 768))
+    if not quick:
+        dits = (("arch-flux-dev", 512, 512), ("arch-flux-dev", 2048, 1024), ("arch-sd35-large", 512, 512),
+                ("arch-sd35-large", 1536, 640), ("arch-qwen-image", 768, 768), ("arch-qwen-image", 1664, 928))
     return Profile("cuda", torch.float16, "arch-sd15", 512, cases, "arch-sd15", 768, 20,
                    ("arch-sd15", 512, 50), ("arch-sd15" if quick else "arch-sdxl", 1024, 5),
-                   (1, 2) if quick else (1, 2, 4), 12, 5, True)
+                   (1, 2) if quick else (1, 2, 4), 12, 5, True,
+                   dits, None, torch.bfloat16, ("_native_flash", "_native_efficient", "_native_cudnn"))
 
 
 SMOKE = Profile("cpu", torch.float32, "tiny-sd", 64, (("arch-sd15", 64, 64),), "tiny-sd", 128, 2,
-                ("tiny-sd", 64, 4), ("tiny-sdxl", 64, 1), (1,), 1, 1, False)
+                ("tiny-sd", 64, 4), ("tiny-sdxl", 64, 1), (1,), 1, 1, False,
+                (("tiny-flux", 144, 80), ("tiny-sd3", 144, 80), ("tiny-qwen-image", 144, 80)), None, torch.float32,
+                ("_native_math", "flex"))
 
 LINES: list[str] = []
 
@@ -118,16 +136,19 @@ def check_tiny_pipelines(device: torch.device) -> bool:
     from pipelines import TextToImagePipeline
 
     ok = True
-    for name in ("tiny-sd", "tiny-sdxl"):
+    for name in ("tiny-sd", "tiny-sdxl", "tiny-flux", "tiny-sd3", "tiny-qwen-image"):
         pipe = TextToImagePipeline.from_pretrained(name, device=str(device))
         pipe.pipe.set_progress_bar_config(disable=True)
-        same = {m: np.asarray(pipe("a lighthouse", width=64, height=64, seed=3, entropy_scaling=m).images[0])
+        train = pipe.model.train_size
+        same = {m: np.asarray(pipe("a lighthouse", width=train, height=train, seed=3, entropy_scaling=m).images[0])
                 for m in ("off", "on")}
         ok &= check(f"{name} {device.type} {pipe.model.dtype}: entropy on == off at training size",
                     np.array_equal(same["off"], same["on"]))
-        other = {m: np.asarray(pipe("a lighthouse", width=128, height=64, seed=3, entropy_scaling=m).images[0])
-                 for m in ("off", "on")}
-        ok &= check(f"{name}: entropy on != off at 128x64", not np.array_equal(other["off"], other["on"]))
+        other = {m: np.asarray(pipe("a lighthouse", width=2 * train, height=train, seed=3,
+                                    entropy_scaling=m).images[0]) for m in ("off", "on")}
+        ok &= check(f"{name}: entropy on != off at {2 * train}x{train}", not np.array_equal(other["off"], other["on"]))
+        del pipe
+        free_memory(device)
     return ok
 
 
@@ -208,6 +229,63 @@ def time_entropy(profile: Profile, rounds: int) -> None:
             say(f"| {r['model']} | {r['size']} ({r['train']}) | {r['variant']} | {r['median_s']:.4f} | "
                 f"{r['ratio']:.3f} |")
         free_memory(torch.device(profile.device))
+
+
+def check_and_time_dits(profile: Profile, device: torch.device, rounds: int) -> bool:
+    """Per diffusion transformer (full depth in bf16 on a GPU): entropy scaling at the training size gives
+    exactly the stock output, changes it elsewhere, reaches every dispatcher backend listed (FLUX.1), and
+    costs nothing per step (entropy on vs off, alternated)."""
+    from entropy_scaling import build_denoiser, time_denoiser
+    from entropy_scaling import table as entropy_table
+
+    ok, rows, sizes = True, [], {}
+    for model, width, height in profile.dit_cases:
+        sizes.setdefault(model, []).append((width, height))
+    for model, cases in sizes.items():
+        started = time.perf_counter()
+        transformer, train = build_denoiser(model, device, profile.dit_dtype, profile.dit_depth)
+        label = f"{model} {dtype_name(profile.dit_dtype)}"
+        say(f"- built {label} in {time.perf_counter() - started:.0f}s")
+        ok &= _check_dit(label, transformer, train, cases[0], profile, device)
+        for width, height in cases:
+            rows += time_denoiser(model, transformer, train, width, height, rounds, device, profile.dit_dtype)
+        del transformer
+        free_memory(device)
+    say()
+    for line in entropy_table(rows):
+        say(line)
+    return ok
+
+
+def _check_dit(label, transformer, train, other_size, profile: Profile, device: torch.device) -> bool:
+    from entropy_scaling import transformer_inputs
+
+    from gen.attention.processors import dispatcher_backend
+
+    def output(size, scaled, backend="sdpa"):
+        inputs = transformer_inputs(transformer, *size, device, profile.dit_dtype)
+        with torch.inference_mode(), dispatcher_backend(transformer, backend):
+            with entropy_scaling(transformer, train_size=train) if scaled else contextlib.nullcontext():
+                return transformer(**inputs).sample.float()
+
+    ok = check(f"{label} {train}x{train}: entropy on == stock (bitwise)",
+               torch.equal(output((train, train), False), output((train, train), True)))
+    stock, scaled = output(other_size, False), output(other_size, True)
+    change = (scaled - stock).abs().max().item()
+    ok &= check(f"{label} {other_size[0]}x{other_size[1]}: entropy changes the output", change > 0 and
+                bool(torch.isfinite(scaled).all()), f"max change {change:.2e}")
+    if not hasattr(attention_layers(transformer).popitem()[1].processor, "_attention_backend"):
+        return ok  # SD3: its processors call torch SDPA, no dispatcher backend to choose
+    for backend in profile.dit_backends:
+        try:
+            other = output(other_size, True, backend)
+        except Exception as exc:  # a backend this torch/GPU cannot run: say so, it is not gen's failure
+            say(f"- SKIP {label} dispatcher backend {backend}: {first_line(exc)}")
+            continue
+        err = (other - scaled).abs().max().item()
+        ok &= check(f"{label} dispatcher backend {backend} gets the scale", err < change,
+                    f"max err vs native {err:.2e}, entropy's own change {change:.2e}")
+    return ok
 
 
 def time_whole_generation(profile: Profile, device: torch.device) -> None:
@@ -341,6 +419,7 @@ def main() -> int:
     ok = check_tiny_pipelines(device)
     ok &= check_unet(profile, device)
     time_entropy(profile, rounds)
+    ok &= check_and_time_dits(profile, device, max(1, rounds // 4))
     time_whole_generation(profile, device)
     ok &= check_style(profile, device)
     ok &= check_radial(profile, device)

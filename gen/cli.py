@@ -82,18 +82,24 @@ def _add_image_command(commands) -> None:
     image.add_argument("prompt")
     image.add_argument("--model", help=f"preset ({', '.join(PRESETS)}), hub id or local diffusers folder "
                        f"(default: {_default(ImageJob, 'model')})")
-    image.add_argument("--width", type=int, help="pixels, a multiple of 8 (default: the model's training size)")
-    image.add_argument("--height", type=int, help="pixels, a multiple of 8 (default: the model's training size)")
+    grid = "a multiple of 8 (SD, SDXL) or 16 (FLUX.1, SD3.5, Qwen-Image); default: the model's training size"
+    image.add_argument("--width", type=int, help=f"pixels, {grid}")
+    image.add_argument("--height", type=int, help=f"pixels, {grid}")
     image.add_argument("--steps", type=int, help="denoising steps (default: per model)")
-    image.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: per model)")
-    image.add_argument("--negative", help="negative prompt")
+    image.add_argument("--guidance", type=float,
+                       help="the model's guidance: CFG scale (SD, SDXL, SD3.5), distilled guidance (FLUX.1-dev), "
+                       "true-CFG scale (Qwen-Image); FLUX.1-schnell takes none (default: per model)")
+    image.add_argument("--true-cfg", type=float,
+                       help="FLUX.1 only: > 1 adds real CFG with the --negative prompt (two passes per step)")
+    image.add_argument("--negative", help="negative prompt (FLUX.1: needs --true-cfg > 1)")
     image.add_argument("--seed", type=int, help="seed of the first image (default: random, printed)")
     image.add_argument("--batch", type=int, help="number of images, seeds seed..seed+N-1 (default 1)")
     image.add_argument("--entropy-scaling", choices=ENTROPY_MODES,
                        help="auto: on when the size differs from the training size (default)")
     image.add_argument("--train-size", type=int, help="override the model's training size in pixels")
     image.add_argument("--attention-backend", choices=BACKENDS,
-                       help="dense attention kernel (xformers: CUDA only, if installed; default sdpa)")
+                       help="dense attention kernel (xformers: CUDA only, if installed; FLUX.1 and Qwen-Image get "
+                       "it through diffusers' dispatcher, SD3.5 cannot; default sdpa)")
     _add_run_arguments(image, "output PNG; with --batch N, names get -SEED (default: outputs/TIME-SEED.png)",
                        "default: fp16 on GPU, fp32 on CPU")
 
@@ -113,7 +119,8 @@ def _add_style_command(commands) -> None:
                        help="content image; repeat for several (stylised in one batch)")
     style.add_argument("--style", action="append", required=True, metavar="IMAGE[:WEIGHT]",
                        help="style image, optionally with a blend weight; repeat to blend styles")
-    style.add_argument("--model", help=f"preset, hub id or local diffusers folder (default: {_default(StyleJob, 'model')})")
+    style.add_argument("--model", help="SD 1.x/2.x or SDXL preset, hub id or local diffusers folder "
+                       f"(default: {_default(StyleJob, 'model')})")
     strength = style.add_mutually_exclusive_group()
     strength.add_argument("--gamma", type=float, help="query preservation in [0, 1] (default 0.75; 0.3 = stronger style)")
     strength.add_argument("--strength", type=float, help="style strength in [0, 1], mapped onto gamma (0.5 = gamma 0.75)")

@@ -148,7 +148,8 @@ class ImageJob(Job):
     width: int | None = None  # None: the model's training size
     height: int | None = None
     steps: int | None = None  # None: per model
-    guidance: float | None = None
+    guidance: float | None = None  # the model's own: CFG; FLUX.1-dev: distilled; Qwen-Image: true CFG
+    true_cfg: float | None = None  # FLUX.1 only: > 1 adds real CFG with the negative prompt
     batch: int = 1  # images with seeds seed, seed+1, …
     entropy_scaling: str = "auto"
     train_size: int | None = None
@@ -157,23 +158,21 @@ class ImageJob(Job):
     def check(self) -> None:
         from gen.attention.entropy import ENTROPY_MODES
         from gen.attention.kernels import BACKENDS
-        from gen.models import resolve_model
-        from gen.validation import MAX_SEED, check_batch, check_choice, check_guidance, check_side, check_steps
+        from gen.models import check_image_settings, resolve_model
+        from gen.validation import MAX_SEED, check_batch, check_choice, check_side
 
         super().check()
-        resolve_model(self.model)
-        for name in ("train_size", "width", "height"):  # an unset side is the training size, known once loaded
-            if getattr(self, name) is not None:
-                check_side(name, getattr(self, name))
-        if self.steps is not None:
-            check_steps(self.steps)
-        if self.guidance is not None:
-            check_guidance(self.guidance)
+        preset = resolve_model(self.model)
+        check_choice("attention_backend", self.attention_backend, BACKENDS)
+        # The family's size grid, steps and guidance rules; an unset value is the model's default.
+        check_image_settings(preset, self.width, self.height, self.guidance, self.negative, self.true_cfg,
+                             self.steps, self.attention_backend)
+        if self.train_size is not None:
+            check_side("train_size", self.train_size, preset.family_spec.size_multiple if preset.family_spec else 8)
         check_batch(self.batch)
         if self.seed is not None and self.seed + self.batch - 1 > MAX_SEED:
             raise FieldError("seed", f"{{name}} {self.seed} with batch {self.batch} runs past the last seed {MAX_SEED}")
         check_choice("entropy_scaling", self.entropy_scaling, ENTROPY_MODES)
-        check_choice("attention_backend", self.attention_backend, BACKENDS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,13 +205,13 @@ class StyleJob(Job):
 
     def check(self) -> None:
         from gen.attention.kernels import BACKENDS
-        from gen.models import resolve_model
+        from gen.models import UNET_FAMILIES, check_family, resolve_model
         from gen.style import check_injection_steps, check_layer_specs
         from gen.validation import check_choice, check_positive, check_range, check_side, check_steps
         from pipelines.style_transfer import MEMORY_MODES
 
         super().check()
-        resolve_model(self.model)
+        check_family(resolve_model(self.model), UNET_FAMILIES, "style transfer")
         for name in ("content", "style"):
             if not getattr(self, name):
                 raise FieldError(name, f"{{name}}: give at least one {name} image")
@@ -650,7 +649,7 @@ def _run_image(plan: JobPlan, pipe, progress: Progress | None) -> list[dict]:
         if path in plan.skip:  # already written by an interrupted run of the same job
             continue
         result = pipe(job.prompt, negative_prompt=job.negative, width=job.width, height=job.height,
-                      num_inference_steps=job.steps, guidance_scale=job.guidance, seed=seed,
+                      num_inference_steps=job.steps, guidance_scale=job.guidance, true_cfg=job.true_cfg, seed=seed,
                       entropy_scaling=job.entropy_scaling, progress_desc=f"image {index + 1}/{len(seeds)}",
                       on_step=(lambda step, total: progress("image", step, total)) if progress else None)
         image, params = result.images[0], result.parameters[0]

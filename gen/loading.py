@@ -58,7 +58,8 @@ def choose_dtype(device, dtype: str | None = None):
 def dtype_name(dtype) -> str:
     import torch
 
-    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+    # fp64 is not a choice of --dtype, but a pipeline the caller cast to it (`from_pipe`) is named too.
+    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}[dtype]
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ SAMPLER_NAMES = {
     "PNDMScheduler": "PLMS",
     "EulerDiscreteScheduler": "Euler",
     "EulerAncestralDiscreteScheduler": "Euler a",
+    "FlowMatchEulerDiscreteScheduler": "Euler",
     "DPMSolverMultistepScheduler": "DPM++ 2M",
     "LMSDiscreteScheduler": "LMS",
     "UniPCMultistepScheduler": "UniPC",
@@ -33,6 +34,7 @@ _A1111_FIELDS = [
     ("steps", "Steps"),
     ("sampler", "Sampler"),
     ("guidance", "CFG scale"),
+    ("distilled_guidance", "Distilled CFG Scale"),
     ("seed", "Seed"),
     ("size", "Size"),
     ("model", "Model"),
@@ -64,6 +66,9 @@ def a1111_parameters(params: dict[str, Any]) -> str:
         fields["size"] = f"{fields['width']}x{fields['height']}"
     if "scheduler" in fields:
         fields["sampler"] = SAMPLER_NAMES.get(fields["scheduler"], fields["scheduler"])
+    if fields.get("guidance_kind") in ("distilled", "none"):  # FLUX.1, as Forge writes it: CFG scale 1 = no CFG
+        fields["distilled_guidance"] = fields.get("guidance") if fields["guidance_kind"] == "distilled" else None
+        fields["guidance"] = fields.get("true_cfg") or 1
     lines = [str(fields.get("prompt", ""))]
     if fields.get("negative_prompt"):
         lines.append(f"Negative prompt: {fields['negative_prompt']}")

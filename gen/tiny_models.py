@@ -3,13 +3,17 @@
 `from_pretrained` like any model: for tests and offline demos) and the architecture presets
 (the real configurations with random weights: for benchmarks).
 
-Tokenizers are built locally too (byte-level CLIP vocabulary, no merges).
+Tokenizers are built locally too: a byte-level CLIP vocabulary without merges, a character-level
+T5 (Unigram) vocabulary, and a byte-level Qwen2 BPE whose merges spell out the words of
+Qwen-Image's prompt template, so that the template's prefix is 34 tokens as with the real
+tokenizer (the pipeline drops exactly those 34 hidden states).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import string
 import tempfile
 from pathlib import Path
 
@@ -37,6 +41,52 @@ def build_tokenizer(model_max_length: int = 77):
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
 
 
+def build_t5_tokenizer(model_max_length: int = 512):
+    """A character-level T5 (Unigram) tokenizer: ASCII letters, digits and punctuation, each also
+    with the word-start marker; anything else is <unk>. Built offline."""
+    from transformers import T5Tokenizer
+
+    chars = string.ascii_letters + string.digits + string.punctuation
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    vocab += [(c, -3.0) for c in chars] + [("\u2581" + c, -3.5) for c in chars]
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=model_max_length)
+
+
+QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# The part of QwenImagePipeline's prompt template before the prompt; its first 34 tokens are dropped.
+QWEN_TEMPLATE_PREFIX = ("<|im_start|>system\nDescribe the image by detailing the color, shape, size, texture, "
+                        "quantity, text, spatial relationships of the objects and background:<|im_end|>\n"
+                        "<|im_start|>user\n")
+
+
+def build_qwen_tokenizer():
+    """A byte-level Qwen2 BPE tokenizer built offline: every byte is a token, plus merges that make each
+    word of Qwen-Image's prompt template one token (as the real vocabulary does)."""
+    import regex
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    byte_level = ByteLevel(add_prefix_space=False, use_regex=False)
+    vocab = {c: i for i, c in enumerate(sorted(ByteLevel.alphabet()))}
+    merges = []
+    words = QWEN_TEMPLATE_PREFIX
+    for special in QWEN_SPECIALS:
+        words = words.replace(special, "\n")
+    for word in regex.findall(PRETOKENIZE_REGEX, words):
+        (piece, _), = byte_level.pre_tokenize_str(word)
+        merged = piece[0]
+        for char in piece[1:]:
+            if merged + char not in vocab:
+                vocab[merged + char] = len(vocab)
+                merges.append((merged, char))
+            merged += char
+    for special in QWEN_SPECIALS:
+        vocab[special] = len(vocab)
+    return Qwen2Tokenizer(vocab=vocab, merges=merges, additional_special_tokens=list(QWEN_SPECIALS[1:]),
+                          model_max_length=1024 + 34)
+
+
 def _clip_text_config(vocab_size: int, hidden: int, layers: int, heads: int, intermediate: int,
                       act: str = "quick_gelu", projection: int | None = None):
     from transformers import CLIPTextConfig
@@ -49,14 +99,16 @@ def _clip_text_config(vocab_size: int, hidden: int, layers: int, heads: int, int
     )
 
 
-def _tiny_vae():
+def _tiny_vae(sample_size: int = 64, shift_factor: float | None = None):
     from diffusers import AutoencoderKL
 
     # scaling_factor 3.0 gives this random encoder's latents about unit variance, as SD's 0.18215 does for SD's.
+    # Flux and SD3 pipelines also shift latents (shift_factor), so theirs need one.
     return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
         block_out_channels=(8, 16, 16, 16), down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=64, scaling_factor=3.0,
+        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=sample_size, scaling_factor=3.0,
+        shift_factor=shift_factor,
     )
 
 
@@ -135,6 +187,96 @@ def build_tiny_sdxl():
     )
 
 
+def _tiny_t5(tokenizer, d_model: int):
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=64, num_layers=2,
+                                   num_heads=4, relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1,
+                                   decoder_start_token_id=0))
+
+
+def build_tiny_flux(guidance_embeds: bool = True):
+    """FLUX.1-shaped: double- then single-stream blocks, CLIP (pooled) + T5 text, packed 2×2 latents.
+    `guidance_embeds=False` gives a schnell-shaped model (no guidance embedding)."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(0)
+    tokenizer, tokenizer_2 = build_tokenizer(), build_t5_tokenizer()
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=guidance_embeds, axes_dims_rope=(4, 6, 6),
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    return FluxPipeline(
+        scheduler=scheduler, vae=_tiny_vae(128, shift_factor=0.0), tokenizer=tokenizer, tokenizer_2=tokenizer_2,
+        text_encoder=CLIPTextModel(_clip_text_config(len(tokenizer), 32, 2, 4, 64)),
+        text_encoder_2=_tiny_t5(tokenizer_2, 32), transformer=transformer,
+    )
+
+
+def build_tiny_sd3():
+    """SD3.5-shaped: MM-DiT joint attention, a second image-only attention in block 0 (SD3.5 medium's
+    dual attention), CLIP-L + CLIP-G + T5 text, 2×2 patches inside the transformer."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    tokenizer, tokenizer_3 = build_tokenizer(), build_t5_tokenizer(256)
+    transformer = SD3Transformer2DModel(
+        sample_size=16, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=64, caption_projection_dim=16, pooled_projection_dim=64, out_channels=4,
+        pos_embed_max_size=32, dual_attention_layers=(0,), qk_norm="rms_norm",
+    )
+
+    def clip():  # the pipeline pads the two CLIPs' 32 + 32 features to T5's 64
+        return CLIPTextModelWithProjection(_clip_text_config(len(tokenizer), 32, 2, 4, 64, act="gelu", projection=32))
+
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=_tiny_vae(128, shift_factor=0.0), text_encoder=clip(), tokenizer=tokenizer, text_encoder_2=clip(),
+        tokenizer_2=build_tokenizer(), text_encoder_3=_tiny_t5(tokenizer_3, 64), tokenizer_3=tokenizer_3,
+    )
+
+
+def build_tiny_qwen_image():
+    """Qwen-Image-shaped: MM-DiT joint attention over text and packed image tokens, a Qwen2.5-VL text
+    encoder (a tiny vision tower included, unused for text-to-image), Qwen-Image's 3-D causal VAE."""
+    import torch
+    from diffusers import (AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImagePipeline,
+                           QwenImageTransformer2DModel)
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(0)
+    tokenizer = build_qwen_tokenizer()
+    vocab = len(tokenizer)
+    endoftext, im_start, im_end = tokenizer.convert_tokens_to_ids(list(QWEN_SPECIALS))
+    text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "num_key_value_heads": 2, "vocab_size": vocab, "bos_token_id": im_start, "eos_token_id": im_end,
+            "pad_token_id": endoftext, "rope_theta": 1000000.0,
+            "rope_scaling": {"mrope_section": [2, 3, 3], "rope_type": "default", "type": "default"}}
+    vision = {"depth": 1, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 32}
+    # The vision placeholders are never in a text prompt; any ids inside the vocabulary do.
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, vocab_size=vocab, image_token_id=endoftext,
+                              video_token_id=endoftext, vision_start_token_id=endoftext,
+                              vision_end_token_id=endoftext)
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=32, guidance_embeds=False, axes_dims_rope=(4, 6, 6),
+    )
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                                 temperal_downsample=[False, True, True], latents_mean=[0.0] * 4,
+                                 latents_std=[1.0] * 4)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9,
+                                                base_image_seq_len=256, max_image_seq_len=8192,
+                                                time_shift_type="exponential", shift_terminal=0.02)
+    return QwenImagePipeline(transformer=transformer, vae=vae, scheduler=scheduler, tokenizer=tokenizer,
+                             text_encoder=Qwen2_5_VLForConditionalGeneration(config))
+
+
 # ---------------------------------------------------------------- architecture presets
 
 # arch preset -> (VAE sample size = training size in pixels, prediction type)
@@ -201,6 +343,57 @@ def build_arch_pipeline(name: str, device="cpu", dtype=None):
     return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
+
+
+# The real transformer configurations of the DiT image models (from their hub config.json), for
+# benchmarks: class, config, and the number of joint (double-stream) blocks. `depth` in
+# build_arch_transformer keeps the real width and cuts the depth, for CPUs (a 12B Flux does not fit).
+_ARCH_TRANSFORMERS: dict[str, tuple[str, dict]] = {
+    "arch-flux-dev": ("FluxTransformer2DModel", dict(
+        patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+        num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
+        axes_dims_rope=(16, 56, 56))),
+    "arch-sd35-medium": ("SD3Transformer2DModel", dict(
+        sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64, num_attention_heads=24,
+        joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048, out_channels=16,
+        pos_embed_max_size=384, dual_attention_layers=tuple(range(13)), qk_norm="rms_norm")),
+    "arch-sd35-large": ("SD3Transformer2DModel", dict(
+        sample_size=128, patch_size=2, in_channels=16, num_layers=38, attention_head_dim=64, num_attention_heads=38,
+        joint_attention_dim=4096, caption_projection_dim=2432, pooled_projection_dim=2048, out_channels=16,
+        pos_embed_max_size=192, dual_attention_layers=(), qk_norm="rms_norm")),
+    "arch-qwen-image": ("QwenImageTransformer2DModel", dict(
+        patch_size=2, in_channels=64, out_channels=16, num_layers=60, attention_head_dim=128, num_attention_heads=24,
+        joint_attention_dim=3584, guidance_embeds=False, axes_dims_rope=(16, 56, 56))),
+}
+ARCH_TRANSFORMERS = tuple(_ARCH_TRANSFORMERS)
+
+
+def arch_transformer_config(name: str, depth: int | None = None) -> tuple[str, dict]:
+    """(class name, config) of an architecture transformer; `depth` joint blocks instead of all (Flux: and
+    twice as many single-stream blocks, its real ratio; SD3.5: dual attention kept on the first blocks)."""
+    if name not in _ARCH_TRANSFORMERS:
+        raise GenError(f"{name!r} is not an architecture transformer; choose one of: {', '.join(ARCH_TRANSFORMERS)}")
+    class_name, config = _ARCH_TRANSFORMERS[name]
+    config = dict(config)
+    if depth is not None:
+        config["num_layers"] = min(depth, config["num_layers"])
+        if "num_single_layers" in config:
+            config["num_single_layers"] = min(2 * depth, config["num_single_layers"])
+        if "dual_attention_layers" in config:
+            config["dual_attention_layers"] = tuple(i for i in config["dual_attention_layers"] if i < depth)
+    return class_name, config
+
+
+def build_arch_transformer(name: str, device="cpu", dtype=None, depth: int | None = None):
+    """A DiT image model's real transformer configuration with seeded random weights (see
+    `arch_transformer_config` for `depth`)."""
+    import diffusers
+    import torch
+
+    class_name, config = arch_transformer_config(name, depth)
+    torch.manual_seed(0)
+    with torch.device(device), default_dtype(dtype):
+        return getattr(diffusers, class_name)(**config)
 
 
 # ---------------------------------------------------------------- video models
@@ -462,7 +655,8 @@ def build_tiny_hunyuan15_i2v():
                                               feature_extractor=SiglipImageProcessor(size={"height": 54, "width": 54}))
 
 
-TINY_BUILDERS = {"tiny-sd": build_tiny_sd, "tiny-sdxl": build_tiny_sdxl, "tiny-wan": build_tiny_wan,
+TINY_BUILDERS = {"tiny-sd": build_tiny_sd, "tiny-sdxl": build_tiny_sdxl, "tiny-flux": build_tiny_flux,
+                 "tiny-sd3": build_tiny_sd3, "tiny-qwen-image": build_tiny_qwen_image, "tiny-wan": build_tiny_wan,
                  "tiny-wan-i2v": build_tiny_wan_i2v, "tiny-wan22-i2v": build_tiny_wan22_i2v,
                  "tiny-wan-ti2v": build_tiny_wan_ti2v, "tiny-hunyuan": build_tiny_hunyuan,
                  "tiny-hunyuan-i2v": build_tiny_hunyuan_i2v, "tiny-hunyuan15": build_tiny_hunyuan15,
@@ -472,12 +666,17 @@ TINY_BUILDERS = {"tiny-sd": build_tiny_sd, "tiny-sdxl": build_tiny_sdxl, "tiny-w
 # ---------------------------------------------------------------- saved tiny presets
 
 
+def tiny_preset_folder(name: str) -> Path:
+    """Where a tiny preset is saved (built there by `tiny_preset_path`)."""
+    return user_cache_dir() / "models" / f"{name}-v{TINY_VERSION}"
+
+
 def tiny_preset_path(name: str) -> Path:
     """The saved folder of a tiny preset; built (atomically) on first use."""
     if name not in TINY_BUILDERS:
         raise GenError(f"{name!r} is not a tiny preset; tiny presets: {', '.join(TINY_BUILDERS)}")
-    root = user_cache_dir() / "models"
-    final = root / f"{name}-v{TINY_VERSION}"
+    final = tiny_preset_folder(name)
+    root = final.parent
     if (final / "model_index.json").is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)

@@ -43,10 +43,11 @@ from gen.images import composite, cover_resize, fit_size, image_digest, load_ima
 from gen.inversion import (DDIMSchedule, InversionCache, Trajectory, ddim_invert, ddim_schedule, ddim_step,
                            default_inversion_cache, inversion_key)
 from gen.loading import dtype_name
-from gen.models import LoadedModel, load_pipeline, wrap_pipeline
+from gen.models import UNET_FAMILIES, LoadedModel, load_pipeline, wrap_pipeline
 from gen.style import (DEFAULT_CONVENTION, DEFAULT_GAMMA, DEFAULT_TEMPERATURE, LAYER_SETS, Convention,
                        InjectionState, StyleInjectionProcessor, adain, blended_stats, check_injection_steps,
-                       check_layer_specs, convention as resolve_convention, default_layer_set, feature_elements, layer_set, normalise_weights,
+                       check_layer_specs, convention as resolve_convention, default_layer_set, feature_elements,
+                       layer_set, normalise_weights,
                        strength_to_gamma)
 from gen.validation import check_size, check_steps
 
@@ -79,7 +80,8 @@ class StyleTransferPipeline:
     def from_pretrained(cls, model: str, *, device: str | None = None, dtype: str | None = None,
                         attention_backend: str = "sdpa", cache: InversionCache | None | bool = True,
                         ) -> StyleTransferPipeline:
-        return cls(load_pipeline(model, device=device, dtype=dtype), attention_backend, cache)
+        return cls(load_pipeline(model, device=device, dtype=dtype, families=UNET_FAMILIES, task="style transfer"),
+                   attention_backend, cache)
 
     @classmethod
     def from_pipe(cls, pipe, *, attention_backend: str = "sdpa", cache: InversionCache | None | bool = True,

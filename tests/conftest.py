@@ -16,15 +16,32 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import pytest  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def tiny_sd():
+def _tiny_image_pipeline(name: str):
     from pipelines import TextToImagePipeline
 
-    return TextToImagePipeline.from_pretrained("tiny-sd", device="cpu")
+    return TextToImagePipeline.from_pretrained(name, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd():
+    return _tiny_image_pipeline("tiny-sd")
 
 
 @pytest.fixture(scope="session")
 def tiny_sdxl():
-    from pipelines import TextToImagePipeline
+    return _tiny_image_pipeline("tiny-sdxl")
 
-    return TextToImagePipeline.from_pretrained("tiny-sdxl", device="cpu")
+
+@pytest.fixture(scope="session")
+def tiny_flux():
+    return _tiny_image_pipeline("tiny-flux")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3():
+    return _tiny_image_pipeline("tiny-sd3")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_image():
+    return _tiny_image_pipeline("tiny-qwen-image")

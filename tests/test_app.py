@@ -146,6 +146,44 @@ def test_invalid_image_input_returns_the_message(served, arguments, message):
         client.predict(*arguments, api_name="/image")
 
 
+def test_model_dropdowns_offer_the_transformer_models_for_images_only(served):
+    url, _ = served
+    config = json.loads(urllib.request.urlopen(url + "config", timeout=10).read())
+    dropdowns = [c["props"] for c in config["components"] if c.get("type") == "dropdown"
+                 and c["props"].get("label") == "Model"]
+    image, style = ({choice[0] for choice in d["choices"]} for d in dropdowns[:2])
+    transformers = {"flux-dev", "flux-schnell", "sd35-medium", "sd35-large", "qwen-image", "tiny-flux", "tiny-sd3",
+                    "tiny-qwen-image"}
+    assert transformers <= image and {"sd15", "sdxl", "tiny-sd"} <= image
+    assert not transformers & style and {"sd15", "sdxl", "tiny-sd"} <= style
+
+
+@pytest.mark.parametrize("model, negative, true_cfg", [("tiny-flux", "fog", "3"), ("tiny-sd3", "fog", ""),
+                                                       ("tiny-qwen-image", "", "")])
+def test_image_endpoint_runs_the_transformer_models(served, model, negative, true_cfg):
+    _, client = served
+    paths, params_json = client.predict("a fox", negative, model, "144", "80", "2", "", 7, "auto", 1, true_cfg,
+                                        api_name="/image")
+    params = json.loads(params_json)[0]
+    assert params["model"] == model and params["entropy_scaling_active"] and params["negative_prompt"] == negative
+    assert params["true_cfg"] == (float(true_cfg) if true_cfg else None)
+    image = paths[0]["image"] if isinstance(paths[0], dict) else paths[0]
+    assert Image.open(image).size == (144, 80)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (("a fox", "", "tiny-sd3", "136", "80", "2", "", 7, "auto", 1, ""), "Width 136 is not a multiple of 16; nearest "
+                                                                          "valid: 128 or 144"),
+    (("a fox", "fog", "tiny-flux", "144", "80", "2", "", 7, "auto", 1, ""), "a negative prompt on tiny-flux needs "
+                                                                              "True CFG > 1"),
+    (("a fox", "", "tiny-sd3", "144", "80", "2", "", 7, "auto", 1, "2"), "True CFG is an option of FLUX.1 models"),
+])
+def test_invalid_transformer_input_returns_the_message(served, arguments, message):
+    _, client = served
+    with pytest.raises(Exception, match=message):
+        client.predict(*arguments, api_name="/image")
+
+
 def test_prompts_that_look_like_flags_are_text_and_the_app_keeps_answering(served):
     url, client = served
     for prompt, negative in (("--help", "-blurry"), ("-h", "--out /etc/x")):
@@ -245,7 +283,8 @@ def test_uploads_over_the_size_limit_are_refused(served, tmp_path):
 
 
 def test_parameters_go_back_to_the_tab_they_came_from():
-    fields = {"image": ("prompt", "negative", "model", "width", "height", "steps", "guidance", "seed", "entropy"),
+    fields = {"image": ("prompt", "negative", "model", "width", "height", "steps", "guidance", "seed", "entropy",
+                        "true_cfg"),
               "style": ("model", "strength", "temperature", "steps", "size", "preserve", "weights"),
               "video": ("prompt", "model", "frames", "width", "height", "steps", "attention", "dense_layers",
                         "dense_steps", "decay", "granularity", "seed", "strength")}
@@ -256,7 +295,12 @@ def test_parameters_go_back_to_the_tab_they_came_from():
     assert image["tabs"].selected == "image"
     assert {k: v for k, v in image.items() if k != "tabs"} == {
         "image.prompt": "a fox", "image.negative": "blur", "image.model": "sd15", "image.width": "768",
-        "image.height": "512", "image.steps": "30", "image.guidance": "7.5", "image.seed": 9, "image.entropy": "on"}
+        "image.height": "512", "image.steps": "30", "image.guidance": "7.5", "image.seed": 9, "image.entropy": "on",
+        "image.true_cfg": ""}
+    flux = _send_to_tab(json.dumps({"kind": "image", "prompt": "a fox", "negative_prompt": "fog", "model": "flux-dev",
+                                    "width": 512, "height": 1536, "guidance": 3.5, "guidance_kind": "distilled",
+                                    "true_cfg": 4.0, "seed": 2}), targets)
+    assert (flux["image.model"], flux["image.true_cfg"], flux["image.guidance"]) == ("flux-dev", "4.0", "3.5")
     video = _send_to_tab(json.dumps({"kind": "video", "prompt": "waves", "model": "tiny-wan", "frames": 17,
                                      "width": 64, "height": 48, "steps": 4, "attention": "dense", "dense_layers": 1,
                                      "dense_steps": 2, "decay": 0.2, "mask_granularity": "token", "seed": 3}), targets)

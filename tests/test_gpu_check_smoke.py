@@ -17,5 +17,8 @@ def test_gpu_check_smoke_run_passes(tmp_path):
     text = report.read_text()
     assert "all checks passed" in text and "FAIL" not in text
     for section in ("gen processors == stock", "cache and recompute modes agree", "radial FlexAttention (token)",
-                    "| latent frames |", "one denoising step", "| layer set | layers |"):
+                    "| latent frames |", "one denoising step", "| layer set | layers |",
+                    "tiny-qwen-image: entropy on != off",
+                    "tiny-sd3 fp32 128x128: entropy on == stock (bitwise)", "dispatcher backend flex gets the scale",
+                    "| tiny-flux | 144x80 (128) | entropy |"):
         assert section in text

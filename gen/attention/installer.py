@@ -118,8 +118,10 @@ def install_processors(
         layers = select_layers(model, kind, include, exclude)
     if not layers:
         raise GenError(f"no attention layer of {type(model).__name__} was selected")
+    # Every processor is made before any is installed: a factory that fails leaves the model untouched.
+    replacements = {name: processor if factory is None else factory(name, module) for name, module in layers.items()}
     originals = {}
     for name, module in layers.items():
         originals[name] = (module, module.processor)
-        module.set_processor(processor if factory is None else factory(name, module))
+        module.set_processor(replacements[name])
     return ProcessorInstallation(originals)

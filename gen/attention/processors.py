@@ -17,8 +17,9 @@ from contextlib import contextmanager
 
 import torch
 
-from gen.attention.installer import install_processors
+from gen.attention.installer import attention_layers, install_processors
 from gen.attention.kernels import dense_attention
+from gen.errors import BackendUnavailable
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -120,3 +121,49 @@ def dense_backend(unet: torch.nn.Module, backend: str = "sdpa") -> Iterator[None
         return
     with install_processors(unet, UNetAttnProcessor(backend)):
         yield
+
+
+def check_dispatcher_backend(transformer: torch.nn.Module, backend: str) -> None:
+    """Refuse a backend other than sdpa for a transformer whose processors do not go through diffusers'
+    dispatcher (SD3's call torch SDPA directly), before any image is started."""
+    if backend == "sdpa":
+        return
+    if not all(hasattr(m.processor, "_attention_backend") for m in attention_layers(transformer).values()):
+        raise BackendUnavailable(
+            f"attention backend {backend!r} is not available for {type(transformer).__name__}: its attention "
+            "processors call torch's SDPA directly, not diffusers' dispatcher; use --attention-backend sdpa")
+
+
+@contextmanager
+def dispatcher_backend(transformer: torch.nn.Module, backend: str = "sdpa") -> Iterator[None]:
+    """Run a diffusers transformer's attention on dispatcher backend `backend` inside the block (sdpa:
+    the processors' own choice, untouched); each processor's previous choice is put back afterwards.
+
+    Not `transformer.set_attention_backend`: besides this model's processors it sets diffusers'
+    process-wide active backend, which every other model's processors then use too (and which it
+    never puts back). Here only this transformer's processors change; diffusers' own requirement
+    check for the backend still runs.
+    """
+    if backend == "sdpa":
+        yield
+        return
+    from diffusers.models.attention_dispatch import AttentionBackendName, _check_attention_backend_requirements
+
+    check_dispatcher_backend(transformer, backend)
+    name = AttentionBackendName(backend)
+    _check_attention_backend_requirements(name)
+    processors = [m.processor for m in attention_layers(transformer).values()]
+    before = [(p, p.__dict__.get("_attention_backend", _UNSET)) for p in processors]
+    for processor in processors:
+        processor._attention_backend = name
+    try:
+        yield
+    finally:
+        for processor, value in before:
+            if value is _UNSET:
+                processor.__dict__.pop("_attention_backend", None)  # back to the class default
+            else:
+                processor._attention_backend = value
+
+
+_UNSET = object()
