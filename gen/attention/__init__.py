@@ -16,7 +16,14 @@ from gen.attention.installer import (
 )
 from gen.attention.kernels import BACKENDS, dense_attention, resolve_backend
 from gen.attention.processors import UNetAttnProcessor, dense_backend
-from gen.attention.video import RadialConfig, RadialInstallation, RadialStats, install_radial, radial_attention
+from gen.attention.video import (
+    RadialConfig,
+    RadialInstallation,
+    RadialStats,
+    enable_context_parallel,
+    install_radial,
+    radial_attention,
+)
 
 __all__ = [
     "BACKENDS",
@@ -30,6 +37,7 @@ __all__ = [
     "attention_layers",
     "dense_attention",
     "dense_backend",
+    "enable_context_parallel",
     "entropy_scale_factor",
     "entropy_scaling",
     "entropy_scaling_active",

@@ -24,17 +24,25 @@ re-run outside the stock processor, there is one copy per family, tested against
     with radial_attention(pipe, decay=0.2, dense_layers=1, dense_steps=12) as radial:
         video = pipe(prompt, num_frames=81).frames[0]
     print(radial.stats.radial_calls)
+
+One video on several GPUs (`enable_context_parallel`, once, under torch.distributed): diffusers' Ulysses
+context parallelism shards the sequence by the model's plan (gen's for HunyuanVideo, which diffusers lacks)
+and the radial op runs inside the all-to-alls of `gen.attention.ulysses`, on the whole sequence for 1/N of
+the heads; the layout is the global one (the hook reads the unsharded latents before the plan splits them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
 
+from gen.attention.kernels import dense_attention
 from gen.attention.radial import GRANULARITIES, VideoLayout, radial_sparse_attention, reference_radial_attention
+from gen.attention.ulysses import AttentionOp, cp_plan_for, global_tokens, head_divisors, ulysses_attention
 
 KERNELS = ("flex", "reference")  # reference: SDPA with the boolean mask (slow; for tests and checks)
 HOOK_NAME = "gen_radial_attention"
@@ -134,6 +142,18 @@ class RadialProcessor:
         out = kernel(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), layout, config.granularity)
         return out.transpose(1, 2)
 
+    @property
+    def parallel_config(self):
+        """diffusers' ParallelConfig when the transformer runs context-parallel (set on the processor it wraps)."""
+        return getattr(self.stock, "_parallel_config", None)
+
+    def across_ranks(self, op: AttentionOp, query, key, value, text_tokens: int = 0) -> torch.Tensor:
+        """`op` on the whole sequence: directly, or under context parallelism inside Ulysses all-to-alls."""
+        config = self.parallel_config
+        if config is None:
+            return op(query, key, value)
+        return ulysses_attention(query, key, value, op, config, text_tokens)
+
 
 def apply_rotary(hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Wan's rotary embedding on (batch, tokens, heads, head_dim) with interleaved pairs (a nested function
@@ -161,8 +181,8 @@ class WanRadialProcessor(RadialProcessor):
         query, key, value = (x.unflatten(2, (attn.heads, -1)) for x in (query, key, value))
         if rotary_emb is not None:
             query, key = apply_rotary(query, *rotary_emb), apply_rotary(key, *rotary_emb)
-        out = self.attend(query, key, value, layout).flatten(2, 3).type_as(query)
-        return attn.to_out[1](attn.to_out[0](out))
+        out = self.across_ranks(lambda q, k, v: self.attend(q, k, v, layout), query, key, value)
+        return attn.to_out[1](attn.to_out[0](out.flatten(2, 3).type_as(query)))
 
 
 def visible_keys(attention_mask: torch.Tensor | None, row: int, total: int) -> int | None:
@@ -177,49 +197,79 @@ def visible_keys(attention_mask: torch.Tensor | None, row: int, total: int) -> i
     return total - hidden if hidden else None
 
 
+def hunyuan_projections(attn, hidden_states, encoder_hidden_states, image_rotary_emb):
+    """HunyuanVideo's (1.0, I2V, 1.5) joint query, key and value, (batch, video + text tokens, heads, head_dim):
+    the stock processors' projections, norms and rotary embedding (on the video tokens only), in their order."""
+    from diffusers.models.embeddings import apply_rotary_emb
+
+    text = encoder_hidden_states.shape[1]
+    single_stream = attn.add_q_proj is None
+    if single_stream:
+        hidden_states = torch.cat([hidden_states, encoder_hidden_states], dim=1)
+    query, key, value = (f(hidden_states).unflatten(2, (attn.heads, -1)) for f in (attn.to_q, attn.to_k, attn.to_v))
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    if image_rotary_emb is not None:  # positions of the video tokens only
+        video = query.shape[1] - text if single_stream else query.shape[1]
+        query = torch.cat([apply_rotary_emb(query[:, :video], image_rotary_emb, sequence_dim=1),
+                           query[:, video:]], dim=1)
+        key = torch.cat([apply_rotary_emb(key[:, :video], image_rotary_emb, sequence_dim=1), key[:, video:]], dim=1)
+    if not single_stream:
+        added = [f(encoder_hidden_states).unflatten(2, (attn.heads, -1))
+                 for f in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj)]
+        if attn.norm_added_q is not None:
+            added[0] = attn.norm_added_q(added[0])
+        if attn.norm_added_k is not None:
+            added[1] = attn.norm_added_k(added[1])
+        query, key, value = (torch.cat([x, a], dim=1) for x, a in zip((query, key, value), added))
+    return query, key, value
+
+
+def hunyuan_outputs(attn, out: torch.Tensor, text: int, dtype: torch.dtype):
+    """The stock processors' output projections of a joint attention output: (video tokens, text tokens)."""
+    out = out.flatten(2, 3).to(dtype)
+    out, encoder_out = out[:, :-text], out[:, -text:]
+    if getattr(attn, "to_out", None) is not None:
+        out = attn.to_out[1](attn.to_out[0](out))
+    if getattr(attn, "to_add_out", None) is not None:
+        encoder_out = attn.to_add_out(encoder_out)
+    return out, encoder_out
+
+
+def key_limits(attention_mask: torch.Tensor | None, batch: int, total: int) -> list[int | None]:
+    """Per batch row, the keys the stock mask leaves visible (None: all)."""
+    return [visible_keys(attention_mask, row, total) for row in range(batch)]
+
+
+def padded_dense_attention(query, key, value, limits: list[int | None]) -> torch.Tensor:
+    """Dense attention of (batch, tokens, heads, head_dim) where batch row b sees its first `limits[b]` keys."""
+    mask = None
+    if any(limit is not None for limit in limits):
+        tokens = key.shape[1]
+        ends = torch.tensor([tokens if limit is None else limit for limit in limits], device=key.device)
+        mask = (torch.arange(tokens, device=key.device)[None, :] < ends[:, None])[:, None, None, :]
+    out = dense_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), attn_mask=mask)
+    return out.transpose(1, 2)
+
+
 class HunyuanRadialProcessor(RadialProcessor):
     """HunyuanVideo (1.0, I2V, 1.5) joint attention, video tokens then text tokens, with the radial op."""
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
-        from diffusers.models.embeddings import apply_rotary_emb
-
         text = 0 if encoder_hidden_states is None else encoder_hidden_states.shape[1]
         layout = self.radial_layout(encoder_hidden_states is not None, text)
         if layout is None:
             return self.stock(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
-        single_stream = attn.add_q_proj is None
-        if single_stream:
-            hidden_states = torch.cat([hidden_states, encoder_hidden_states], dim=1)
-        query, key, value = (f(hidden_states).unflatten(2, (attn.heads, -1)) for f in (attn.to_q, attn.to_k, attn.to_v))
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
-        if image_rotary_emb is not None:  # positions of the video tokens only
-            video = query.shape[1] - text if single_stream else query.shape[1]
-            query = torch.cat([apply_rotary_emb(query[:, :video], image_rotary_emb, sequence_dim=1),
-                               query[:, video:]], dim=1)
-            key = torch.cat([apply_rotary_emb(key[:, :video], image_rotary_emb, sequence_dim=1), key[:, video:]], dim=1)
-        if not single_stream:
-            added = [f(encoder_hidden_states).unflatten(2, (attn.heads, -1))
-                     for f in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj)]
-            if attn.norm_added_q is not None:
-                added[0] = attn.norm_added_q(added[0])
-            if attn.norm_added_k is not None:
-                added[1] = attn.norm_added_k(added[1])
-            query, key, value = (torch.cat([x, a], dim=1) for x, a in zip((query, key, value), added))
-
-        out = self.attend_rows(query, key, value, layout, attention_mask).flatten(2, 3).to(query.dtype)
-        out, encoder_out = out[:, :-text], out[:, -text:]
-        if getattr(attn, "to_out", None) is not None:
-            out = attn.to_out[1](attn.to_out[0](out))
-        if getattr(attn, "to_add_out", None) is not None:
-            encoder_out = attn.to_add_out(encoder_out)
-        return out, encoder_out
+        query, key, value = hunyuan_projections(attn, hidden_states, encoder_hidden_states, image_rotary_emb)
+        out = self.across_ranks(lambda q, k, v: self.attend_rows(q, k, v, layout, attention_mask),
+                                query, key, value, text)
+        return hunyuan_outputs(attn, out, text, query.dtype)
 
     def attend_rows(self, query, key, value, layout: VideoLayout, attention_mask) -> torch.Tensor:
         """`attend` with each batch row's own padding; rows with equal padding share one kernel call."""
-        limits = [visible_keys(attention_mask, row, layout.total_tokens) for row in range(query.shape[0])]
+        limits = key_limits(attention_mask, query.shape[0], layout.total_tokens)
         if len(set(limits)) == 1:
             return self.attend(query, key, value, dataclasses.replace(layout, key_limit=limits[0]))
         out = torch.empty_like(query)
@@ -229,6 +279,25 @@ class HunyuanRadialProcessor(RadialProcessor):
             row_layout = dataclasses.replace(layout, key_limit=limit)
             out[index] = self.attend(query[index], key[index], value[index], row_layout)
         return out
+
+
+class HunyuanUlyssesProcessor:
+    """HunyuanVideo's (1.0, 1.5) joint attention under context parallelism, dense: the stock processor would
+    exchange the text tokens, which gen's plan keeps whole on every rank, as video tokens. `_parallel_config`
+    is diffusers' (the radial processors wrap this one and read it)."""
+
+    _attention_backend = None
+
+    def __init__(self, parallel_config):
+        self._parallel_config = parallel_config
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
+        text = encoder_hidden_states.shape[1]
+        query, key, value = hunyuan_projections(attn, hidden_states, encoder_hidden_states, image_rotary_emb)
+        limits = key_limits(attention_mask, query.shape[0], global_tokens(query.shape[1], text, self._parallel_config))
+        out = ulysses_attention(query, key, value, lambda q, k, v: padded_dense_attention(q, k, v, limits),
+                                self._parallel_config, text)
+        return hunyuan_outputs(attn, out, text, query.dtype)
 
 
 # ----------------------------------------------------------------------------- families
@@ -400,3 +469,83 @@ def radial_attention(pipe, *, decay: float | None = None, dense_layers: int | No
         dense_final_steps=dense_final_steps, kernel=kernel,
     )
     return install_radial(pipeline_transformers(pipe), config, pipeline_clock(pipe), stats)
+
+
+# ----------------------------------------------------------------------------- context parallelism
+
+
+def context_parallel_config(parallel):
+    """A diffusers `ContextParallelConfig` from a degree or a ready one, for this torch.distributed run (one
+    process per rank); ValueError in one line otherwise. gen's processors run Ulysses only: ring attention passes
+    key/value blocks around the ranks, which a block-sparse radial mask over the whole sequence does not fit
+    (and diffusers' native backend cannot run it either)."""
+    import torch.distributed as dist
+    from diffusers import ContextParallelConfig
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ValueError("context parallelism needs torch.distributed initialised, one process per rank: run under "
+                         "torchrun and call gen.distributed.init_ranks() first (or use gen video --gpus N)")
+
+    if isinstance(parallel, bool) or not isinstance(parallel, (int, ContextParallelConfig)):
+        raise ValueError(f"context parallelism takes a degree or a diffusers ContextParallelConfig, got {parallel!r}")
+    if isinstance(parallel, int):
+        if parallel < 2:
+            raise ValueError(f"a context-parallel degree must be at least 2, got {parallel}")
+        parallel = ContextParallelConfig(ulysses_degree=parallel)
+    if parallel.ring_degree > 1:
+        raise ValueError("ring attention (ring_degree > 1) is not supported: radial attention needs the whole sequence "
+                         "on each rank; use ulysses_degree")
+    if parallel.ulysses_anything:
+        raise ValueError("ulysses_anything is not supported: gen needs heads and tokens that divide by the degree")
+    if parallel.ulysses_degree != dist.get_world_size():
+        raise ValueError(f"context-parallel degree {parallel.ulysses_degree} with {dist.get_world_size()} processes; "
+                         "start one process per rank (torchrun --nproc-per-node N)")
+    return parallel
+
+
+def check_context_parallel(transformer: torch.nn.Module, degree: int) -> None:
+    """The transformer can be split over `degree` ranks: a supported family and heads that divide by it."""
+    family = family_of(transformer)
+    if getattr(transformer.config, "image_condition_type", None) == "token_replace":
+        raise ValueError("HunyuanVideo-I2V (token_replace) cannot run context-parallel: its first frame's tokens are "
+                         "modulated apart from the others, which a sequence shard cannot tell")
+    heads = transformer.config.num_attention_heads
+    if heads % degree:
+        raise ValueError(f"this {family.name} transformer has {heads} attention heads, which do not divide by "
+                         f"{degree}; degrees that do: {', '.join(map(str, head_divisors(heads)))}")
+
+
+@contextlib.contextmanager
+def _count_the_cpu_as_a_device():
+    """diffusers (0.42) places each rank on device `rank % torch.accelerator.device_count()`, which is 0 on a
+    machine without an accelerator (ZeroDivisionError). On such a machine only (CPU runs over gloo: tests, CPU
+    benchmarks), the CPU counts as one device while parallelism is enabled; with an accelerator nothing changes."""
+    if torch.accelerator.device_count() > 0:
+        yield
+        return
+    original = torch.accelerator.device_count
+    torch.accelerator.device_count = lambda: 1
+    try:
+        yield
+    finally:
+        torch.accelerator.device_count = original
+
+
+def enable_context_parallel(transformers: torch.nn.Module | Iterable[torch.nn.Module], parallel) -> None:
+    """diffusers' context parallelism (Ulysses) on video transformers (both experts of Wan2.2 A14B), once, after
+    any LoRA is loaded and before radial attention is installed; `torch.distributed` must be initialised with one
+    process per rank. Wan keeps diffusers' plan and stock processors; HunyuanVideo (1.0, 1.5) gets gen's plan and
+    its joint attention processor (`HunyuanUlyssesProcessor`)."""
+    transformers = [transformers] if isinstance(transformers, torch.nn.Module) else list(transformers)
+    config = context_parallel_config(parallel)
+    for transformer in transformers:
+        check_context_parallel(transformer, config.ulysses_degree)
+    for transformer in transformers:
+        with _count_the_cpu_as_a_device():
+            transformer.enable_parallelism(config=config, cp_plan=cp_plan_for(transformer))
+        if config.mesh is None:  # both experts of Wan2.2 share one device mesh
+            config.mesh = config._mesh
+        family = family_of(transformer)
+        if family.processor is HunyuanRadialProcessor:
+            for module, _ in family.layers(transformer).values():
+                module.set_processor(HunyuanUlyssesProcessor(transformer._parallel_config))
