@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gen.errors import FieldError
 from gen.jobs import Job, JobPlan, PipelineCache, execute, plan_job
 from gen.jsonio import loads
 
@@ -28,6 +29,9 @@ class BatchJob:
 def plan_batch_job(job: Job, job_id: str, line: int, out_dir: Path) -> BatchJob:
     """Plan `job` with its outputs named after its id in `out_dir`. Outputs that exist are no error
     here: the renderer decides which are this job's (and skips them); nothing is ever replaced."""
+    if getattr(job, "context_parallel", 1) != 1:
+        raise FieldError("context_parallel", "{name}: gen render runs each job in one process per device (many "
+                         "videos at once); split one long video over N GPUs with gen video --gpus N")
     if job.seed is None:
         job = job.replace(seed=0)  # a batch is reproducible: a job without a seed uses 0, recorded
     job = job.replace(out=str(out_dir / f"{job_id}{job.extension}"), overwrite=False)

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 import gen
-from gen.errors import GenError, printable, user_message
+from gen.errors import FieldError, GenError, printable, user_message
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -184,6 +184,9 @@ def _add_video_command(commands) -> None:
                        help="LoRA weights (.safetensors), optionally with a scale; repeatable")
     video.add_argument("--fps", type=int, help=f"frames per second of the MP4 (default {_default(VideoJob, 'fps')})")
     video.add_argument("--png-frames", action="store_true", help="also write every frame as PNG into OUT_frames/")
+    video.add_argument("--gpus", "--context-parallel", dest="context_parallel", type=int, metavar="N",
+                       help="split the video over N GPUs (Ulysses context parallelism): gen starts one process per "
+                       "GPU, or runs as one of them under torchrun --nproc-per-node N (default 1)")
     _add_run_arguments(video, "output MP4 (default: outputs/TIME-SEED.mp4); parameters go to OUT.json",
                        "default: bf16 on GPU, fp32 on CPU")
 
@@ -290,25 +293,109 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """`gen image`, `gen style` and `gen video`: the flags become a job; plan (all checks), load, run, report."""
-    from gen.jobs import JOB_TYPES, execute, load_pipeline_for, plan_job, uses_random_weights
+    from gen.jobs import JOB_TYPES, plan_job
 
     given = {key: value for key, value in vars(args).items() if key not in ("command", "func")}
-    plan = plan_job(JOB_TYPES[args.command](**given))
+    job = JOB_TYPES[args.command](**given)
+    if getattr(job, "context_parallel", 1) != 1:
+        return _context_parallel(job)
+    _generate(plan_job(job))
+    return 0
+
+
+def _generate(plan, main_process: bool = True) -> None:
+    """Load and run a planned job; the main process (all but ranks other than 0 of a split video) reports."""
+    from gen.jobs import execute, load_pipeline_for, uses_random_weights
+
     model = plan.job.model
     _quiet_libraries()
-    print(f"loading {model} …", file=sys.stderr)
+    say = (lambda text: print(text, file=sys.stderr)) if main_process else (lambda text: None)
+    say(f"loading {model} …")
     pipe = load_pipeline_for(plan)
     if uses_random_weights(plan, pipe):
-        print(f"note: {model} has random weights; its outputs are noise-like (for tests and demos)", file=sys.stderr)
+        say(f"note: {model} has random weights; its outputs are noise-like (for tests and demos)")
     with _StepBars() as bars:  # image and video pipelines draw their own per-step bar
         records = execute(plan, pipe, bars.update if plan.kind == "style" else None)
     for record in records:
         print(_summary(plan.kind, record))
     if plan.kind == "style":
         stats = records[0]["stats"]
-        print(f"{stats['unet_calls']} UNet calls, {stats['inversions']} inversions ({stats['cache_hits']} from "
-              f"cache), memory mode {stats['memory_mode']}", file=sys.stderr)
-    return 0
+        say(f"{stats['unet_calls']} UNet calls, {stats['inversions']} inversions ({stats['cache_hits']} from "
+            f"cache), memory mode {stats['memory_mode']}")
+
+
+# ------------------------------------------------------- one video on several GPUs
+
+
+def _context_parallel(job) -> int:
+    """`gen video --gpus N`: under torchrun (or gen's own launch), run as one rank; else check everything, then
+    start the N ranks through torch's elastic launcher and wait for them."""
+    from gen import distributed
+    from gen.jobs import plan_job
+
+    if distributed.launched_by_torchrun():
+        return run_rank(job)
+    plan = plan_job(job)  # every check, once, before any process starts
+    distributed.check_launch(job.context_parallel, job.device)
+    return distributed.launch(plan.job.to_dict(), job.context_parallel)
+
+
+def run_rank(job) -> int:
+    """One rank of a split video: every rank checks the job, loads the model onto its GPU and runs its share of
+    each step; rank 0 prints progress and writes the outputs. The run's first failure is told once, by the rank
+    it happened on; the exit status is the one a one-process run would have (2 for bad input)."""
+    from gen import distributed
+    from gen.jobs import plan_job
+
+    ranks = None
+    try:
+        ranks = distributed.init_ranks()
+        if job.context_parallel != ranks.world_size:
+            raise FieldError("context_parallel", f"{{name}} {job.context_parallel} with {ranks.world_size} processes; "
+                             f"start as many as the degree (torchrun --nproc-per-node {job.context_parallel})")
+        plan = plan_job(job)
+        plan.job = plan.job.replace(seed=distributed.same_seed_everywhere(plan.job.seed))
+        _generate(plan, ranks.is_main_process)
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - every way a rank can end is told once, as one line
+        return _rank_failure(exc, ranks)
+    finally:
+        distributed.close_ranks()
+
+
+def _rank_failure(exc: BaseException, ranks) -> int:
+    from gen import distributed
+
+    if isinstance(exc, Terminated):  # the launcher stops the others once one rank has failed: that one tells
+        return EXIT_TERMINATED
+    who = f"rank {ranks.rank}: " if ranks is not None else ""
+    if isinstance(exc, KeyboardInterrupt):
+        status, line = EXIT_INTERRUPTED, f"{who}interrupted; no partial file was written"
+    elif isinstance(exc, (GenError, OSError)):
+        status, line = EXIT_USAGE, f"error: {who}{user_message(exc, flag_name)}"
+    else:  # a crash, out of memory, a collective broken by another rank's failure
+        status, line = 1, f"error: {who}{user_message(exc)}"
+    if ranks is None or distributed.first_failure(line):
+        print(f"gen video: {line}", file=sys.stderr)
+    return status
+
+
+def run_rank_from_environment() -> int:
+    """`python -m gen.rank`: one rank of `gen video --gpus N`, its job handed over by the launch."""
+    from gen import distributed
+    from gen.jobs import VideoJob
+
+    previous = handle_termination()
+    try:
+        job = VideoJob.from_dict(distributed.job_from_environment())
+    except GenError as exc:
+        print(f"gen video: error: {user_message(exc, flag_name)}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return run_rank(job)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _summary(kind: str, record: dict) -> str:
@@ -469,9 +556,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     from gen.metadata import read_png_metadata
 
     if Path(args.file).suffix.lower() in (".mp4", ".json"):  # a video's parameters are in its sidecar
-        from gen.video_io import read_sidecar
+        from gen.video_io import read_mp4_metadata, read_sidecar
 
-        print(json.dumps(read_sidecar(args.file), indent=2, sort_keys=True))
+        try:
+            params = read_sidecar(args.file)
+        except GenError:  # no sidecar: the MP4 carries them too
+            mp4 = Path(args.file)
+            params = read_mp4_metadata(mp4) if mp4.suffix.lower() == ".mp4" and mp4.is_file() else None
+            if params is None:
+                raise
+        print(json.dumps(params, indent=2, sort_keys=True))
         return 0
     text, params = read_png_metadata(args.file)
     if args.json:

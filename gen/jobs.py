@@ -278,6 +278,7 @@ class VideoJob(Job):
     last_image: str | None = None  # last frame (first/last-frame models)
     video: str | None = None  # input video (video-to-video)
     strength: float | None = None  # video-to-video: the part of the schedule run (None: 0.8)
+    context_parallel: int = 1  # ranks (GPUs) one video is split over; the command line starts them (--gpus)
 
     def check(self) -> None:
         from gen.validation import check_choice, check_finite, check_guidance, check_range, check_steps, parse_weighted_path
@@ -299,16 +300,21 @@ class VideoJob(Job):
         check_range("fps", self.fps, 1, 120)
         for spec in self.lora:
             check_finite("lora", parse_weighted_path(spec)[1], f" scale in {spec!r}")
+        if self.context_parallel != 1 and self.device not in (None, "cuda", "cpu"):
+            raise FieldError("device", f"{{name}} {self.device!r}: split over several ranks, each takes its own GPU; "
+                             "give cuda or cpu, or leave it out")
 
     def check_layout(self) -> None:
         """What fixes the radial mask (model, frames, size, decay, granularity, warm-up), whatever the inputs:
         also what `gen mask` and the UI's mask picture check."""
         from gen.attention.radial import GRANULARITIES
         from gen.validation import check_choice, check_radial_settings
-        from gen.video_models import check_video_shape, video_preset
+        from gen.video_models import check_context_parallel, check_video_shape, video_preset
 
         preset = video_preset(self.model)
-        check_video_shape(preset, *preset.shape(self.frames, self.width, self.height))
+        shape = preset.shape(self.frames, self.width, self.height)
+        check_video_shape(preset, *shape)
+        check_context_parallel(preset, self.context_parallel, *shape)
         check_choice("mask_granularity", self.mask_granularity, GRANULARITIES)
         check_radial_settings(self.dense_layers, self.dense_steps, self.dense_final_steps, self.decay)
 
@@ -336,7 +342,7 @@ def job_from_record(params: Mapping[str, Any]) -> Job:
     if kind not in JOB_TYPES:
         raise GenError("these are not gen parameters (no image, style or video kind)")
     cls = JOB_TYPES[kind]
-    known = {f.name for f in fields(cls)} - {"out", "overwrite"}
+    known = {f.name for f in fields(cls)} - {"out", "overwrite", "context_parallel"}  # the same output on one GPU
     data = {_RECORD_NAMES.get(key, key): value for key, value in params.items()}
     if kind == "style":
         weights = data.get("style_weights") or [1.0] * len(data.get("style_files", []))
@@ -594,8 +600,15 @@ def load_pipeline_for(plan: JobPlan):
                                                      attention_backend=job.attention_backend)
     from pipelines import TextToVideoPipeline
 
-    pipe = TextToVideoPipeline.from_pretrained(job.model, device=job.device, dtype=job.dtype)
+    device = job.device
+    if job.context_parallel > 1:  # one rank of a split video: its own GPU
+        from gen.distributed import rank_device
+
+        device = rank_device(device)
+    pipe = TextToVideoPipeline.from_pretrained(job.model, device=device, dtype=job.dtype)
     pipe.load_loras(plan.inputs["loras"])
+    if job.context_parallel > 1:
+        pipe.enable_context_parallel(job.context_parallel)  # after LoRAs: its hooks sit on the layers they wrap
     return pipe
 
 
@@ -629,7 +642,8 @@ def execute(plan: JobPlan, pipe, progress: Progress | None = None) -> list[dict]
     First removes what killed writes of these outputs left (temporaries of processes that are gone)."""
     from gen.outputs import remove_stale_temporaries
 
-    remove_stale_temporaries(plan.files)
+    if getattr(pipe, "is_main_process", True):  # ranks other than 0 of a split video write nothing
+        remove_stale_temporaries(plan.files)
     return _RUNNERS[plan.kind](plan, pipe, progress)
 
 
@@ -697,11 +711,13 @@ def _run_video(plan: JobPlan, pipe, progress: Progress | None) -> list[dict]:
                   decay=job.decay, granularity=job.mask_granularity, image=job.image, last_image=job.last_image,
                   video=job.video, strength=job.strength,
                   on_step=(lambda step, total: progress("video", step, total)) if progress else None)
+    if not pipe.is_main_process:  # a split video is written by rank 0
+        return []
     params = dict(result.parameters, fps=job.fps)
     video, sidecar = plan.outputs
     # The sidecar goes last: a video whose sidecar exists is complete (the batch renderer relies on it).
     if video not in plan.skip:
-        write_mp4(video, result.frames, fps=job.fps, overwrite=job.overwrite)
+        write_mp4(video, result.frames, fps=job.fps, overwrite=job.overwrite, metadata=params)
     if job.png_frames:
         write_png_frames(plan.inputs["frames_dir"], result.frames, overwrite=job.overwrite,
                          keep_existing=bool(plan.skip))

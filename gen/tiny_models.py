@@ -677,8 +677,23 @@ def tiny_preset_path(name: str) -> Path:
         raise GenError(f"{name!r} is not a tiny preset; tiny presets: {', '.join(TINY_BUILDERS)}")
     final = tiny_preset_folder(name)
     root = final.parent
+    rank = _rank_of_several()
+    try:
+        if rank in (None, 0):  # one process, or rank 0 of several, builds; the other ranks wait for it
+            _build(name, root, final)
+    finally:
+        if rank is not None:
+            import torch.distributed as dist
+
+            dist.barrier()
+    if not (final / "model_index.json").is_file():
+        raise GenError(f"rank 0 could not build {name} in {root}")
+    return final
+
+
+def _build(name: str, root: Path, final: Path) -> None:
     if (final / "model_index.json").is_file():
-        return final
+        return
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     try:
@@ -690,4 +705,13 @@ def tiny_preset_path(name: str) -> Path:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return final
+
+
+def _rank_of_several() -> int | None:
+    """This process's rank when torch.distributed runs several processes, else None. transformers then saves
+    weights on rank 0 only (the other ranks' copies would lack them), so rank 0 builds for all."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.get_rank()
+    return None

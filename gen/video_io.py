@@ -22,16 +22,19 @@ def to_uint8_frames(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 16, overwrite: bool = False) -> Path:
-    """H.264, yuv420p (what browsers play), written atomically."""
+def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 16, overwrite: bool = False,
+              metadata: dict[str, Any] | None = None) -> Path:
+    """H.264, yuv420p (what browsers play), written atomically; `metadata` (gen's parameters) goes into the
+    file's `comment` tag as JSON, as a PNG carries its parameters."""
     imageio_ffmpeg = _ffmpeg()
     frames = to_uint8_frames(frames)
     _, height, width, _ = frames.shape
+    tags = ["-metadata", f"comment={dumps(metadata, sort_keys=True)}"] if metadata is not None else []
 
     def write(tmp: Path) -> None:
         writer = imageio_ffmpeg.write_frames(str(tmp), (width, height), fps=fps, codec="libx264",
                                              pix_fmt_out="yuv420p", quality=8, macro_block_size=8,
-                                             ffmpeg_log_level="error")
+                                             ffmpeg_log_level="error", output_params=tags)
         writer.send(None)
         for frame in frames:
             writer.send(np.ascontiguousarray(frame))
@@ -49,6 +52,27 @@ def read_mp4_info(path: str | Path) -> dict[str, Any]:
     count = sum(1 for _ in reader)
     return {"frames": count, "width": meta["size"][0], "height": meta["size"][1], "fps": meta["fps"],
             "codec": meta.get("codec")}
+
+
+def read_mp4_metadata(path: str | Path) -> dict[str, Any] | None:
+    """The parameters `write_mp4` put into a video's `comment` tag; None when it has none that are gen's."""
+    import re
+    import subprocess
+
+    imageio_ffmpeg = _ffmpeg()
+    result = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
+                            capture_output=True, timeout=60)
+    if result.returncode != 0:
+        raise GenError(f"{Path(path).name} cannot be read as a video")
+    for line in result.stdout.decode("utf-8", "replace").splitlines():
+        if line.startswith("comment="):
+            text = re.sub(r"\\(.)", r"\1", line[len("comment="):])  # ffmetadata escapes = ; # \ and newlines
+            try:
+                params = loads(text, f"{Path(path).name} comment")
+            except GenError:
+                return None
+            return params if isinstance(params, dict) and params.get("kind") == "video" else None
+    return None
 
 
 def _ffmpeg():

@@ -39,6 +39,7 @@ class VideoPreset:
     temporal_ratio: int = 4  # VAE: F = 1 + (frames − 1) / 4
     patch: tuple[int, int, int] = (1, 2, 2)  # (frames, height, width)
     text_tokens: int = 0  # appended to the video tokens inside attention (HunyuanVideo)
+    heads: int = 0  # attention heads of the transformer: context parallelism splits them (0: not known)
     max_positions: int | None = None  # rotary positions per axis (Wan: rope_max_seq_len); None: no limit
     description: str = ""
     pipeline: str = "WanPipeline"  # the diffusers class of its folder
@@ -63,10 +64,12 @@ class VideoPreset:
                 self.height if height is None else height)
 
 
-_WAN21 = dict(flavour="wan", decay=0.2, dense_layers=1, dense_steps=12, max_positions=1024)
+_WAN21 = dict(flavour="wan", decay=0.2, dense_layers=1, dense_steps=12, max_positions=1024, heads=40)  # the 14Bs
 _WAN22 = dict(_WAN21, decay=0.8, dense_steps=11)  # the reference's Wan2.2 settings
-_HUNYUAN = dict(flavour="hunyuan", decay=0.95, dense_layers=0, dense_steps=12)
-_HUNYUAN15 = dict(_HUNYUAN, spatial_ratio=16, patch=(1, 1, 1), text_tokens=729 + 256 + 1000)  # image, ByT5, MLLM
+_HUNYUAN = dict(flavour="hunyuan", decay=0.95, dense_layers=0, dense_steps=12, heads=24)
+_HUNYUAN15 = dict(_HUNYUAN, spatial_ratio=16, patch=(1, 1, 1), heads=16,
+                  text_tokens=729 + 256 + 1000)  # image, ByT5, MLLM
+_TINY = dict(dense_steps=1, heads=2)
 _HY_I2V_TEXT = 576 // 4 + 252  # LLaVA image tokens (every 4th for token_replace) + prompt after the template crop
 
 
@@ -79,7 +82,7 @@ VIDEO_PRESETS: dict[str, VideoPreset] = {
     p.name: p
     for p in [
         _preset("wan2.1-1.3b", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "hub", 81, 832, 480, 50, 5.0, _WAN21,
-                video="optional", description="Wan2.1 text-to-video 1.3B (and video-to-video)"),
+                video="optional", heads=12, description="Wan2.1 text-to-video 1.3B (and video-to-video)"),
         _preset("wan2.1-14b", "Wan-AI/Wan2.1-T2V-14B-Diffusers", "hub", 81, 1280, 720, 50, 5.0, _WAN21,
                 video="optional", description="Wan2.1 text-to-video 14B (and video-to-video)"),
         _preset("wan2.2-a14b", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", "hub", 81, 1280, 720, 40, 4.0, _WAN22,
@@ -95,7 +98,7 @@ VIDEO_PRESETS: dict[str, VideoPreset] = {
                 pipeline="WanImageToVideoPipeline", image="required", last_image="optional",
                 description="Wan2.2 image-to-video A14B (two transformers)"),
         _preset("wan2.2-ti2v-5b", "Wan-AI/Wan2.2-TI2V-5B-Diffusers", "hub", 121, 1280, 704, 50, 5.0, _WAN22,
-                spatial_ratio=16, image="optional", video="optional",
+                spatial_ratio=16, image="optional", video="optional", heads=24,
                 description="Wan2.2 text/image-to-video 5B (48-channel VAE, 16x spatial)"),
         _preset("hunyuan-video", "hunyuanvideo-community/HunyuanVideo", "hub", 129, 1280, 720, 50, 6.0, _HUNYUAN,
                 pipeline="HunyuanVideoPipeline", text_tokens=256, description="HunyuanVideo"),
@@ -107,30 +110,30 @@ VIDEO_PRESETS: dict[str, VideoPreset] = {
         _preset("hunyuan-video-1.5-i2v", "hunyuanvideo-community/HunyuanVideo-1.5-480p_i2v", "hub", 121, 848, 480,
                 50, 6.0, _HUNYUAN15, pipeline="HunyuanVideo15ImageToVideoPipeline", image="required", bucket=640,
                 description="HunyuanVideo 1.5 image-to-video, 480p (size from the image's aspect ratio)"),
-        _preset("tiny-wan", None, "tiny", 17, 64, 64, 4, 5.0, dict(_WAN21, dense_steps=1, max_positions=64),
+        _preset("tiny-wan", None, "tiny", 17, 64, 64, 4, 5.0, dict(_WAN21, **_TINY, max_positions=64),
                 video="optional",
                 description="tiny random Wan-shaped model (offline tests and demos)"),
-        _preset("tiny-wan-i2v", None, "tiny", 17, 64, 64, 4, 5.0, dict(_WAN21, dense_steps=1, max_positions=64),
+        _preset("tiny-wan-i2v", None, "tiny", 17, 64, 64, 4, 5.0, dict(_WAN21, **_TINY, max_positions=64),
                 pipeline="WanImageToVideoPipeline", image="required",
                 description="tiny random Wan2.1-I2V-shaped model with a CLIP image encoder"),
-        _preset("tiny-wan22-i2v", None, "tiny", 17, 64, 64, 4, 3.5, dict(_WAN22, dense_steps=1, max_positions=64),
+        _preset("tiny-wan22-i2v", None, "tiny", 17, 64, 64, 4, 3.5, dict(_WAN22, **_TINY, max_positions=64),
                 pipeline="WanImageToVideoPipeline", image="required", last_image="optional",
                 description="tiny random Wan2.2-I2V-A14B-shaped model (two transformers)"),
-        _preset("tiny-wan-ti2v", None, "tiny", 17, 64, 64, 4, 5.0, dict(_WAN22, dense_steps=1, max_positions=64),
+        _preset("tiny-wan-ti2v", None, "tiny", 17, 64, 64, 4, 5.0, dict(_WAN22, **_TINY, max_positions=64),
                 spatial_ratio=16,
                 image="optional", video="optional", description="tiny random Wan2.2-TI2V-5B-shaped model"),
-        _preset("tiny-hunyuan", None, "tiny", 17, 64, 64, 4, 6.0, dict(_HUNYUAN, dense_steps=1),
+        _preset("tiny-hunyuan", None, "tiny", 17, 64, 64, 4, 6.0, dict(_HUNYUAN, **_TINY),
                 pipeline="HunyuanVideoPipeline", text_tokens=256,
                 description="tiny random HunyuanVideo-shaped model (offline tests and demos)"),
-        _preset("tiny-hunyuan-i2v", None, "tiny", 17, 64, 64, 4, 6.0, dict(_HUNYUAN, dense_steps=1),
+        _preset("tiny-hunyuan-i2v", None, "tiny", 17, 64, 64, 4, 6.0, dict(_HUNYUAN, **_TINY),
                 pipeline="HunyuanVideoImageToVideoPipeline", text_tokens=_HY_I2V_TEXT, image="required",
                 description="tiny random HunyuanVideo-I2V-shaped model (LLaVA text encoder)"),
-        _preset("tiny-hunyuan15", None, "tiny", 17, 80, 48, 4, 6.0, dict(_HUNYUAN15, dense_steps=1),
+        _preset("tiny-hunyuan15", None, "tiny", 17, 80, 48, 4, 6.0, dict(_HUNYUAN15, **_TINY),
                 pipeline="HunyuanVideo15Pipeline", description="tiny random HunyuanVideo-1.5-shaped model"),
-        _preset("tiny-hunyuan15-i2v", None, "tiny", 17, 80, 48, 4, 6.0, dict(_HUNYUAN15, dense_steps=1),
+        _preset("tiny-hunyuan15-i2v", None, "tiny", 17, 80, 48, 4, 6.0, dict(_HUNYUAN15, **_TINY),
                 pipeline="HunyuanVideo15ImageToVideoPipeline", image="required", bucket=64,
                 description="tiny random HunyuanVideo-1.5-I2V-shaped model"),
-        _preset("arch-wan-1.3b", None, "arch", 81, 832, 480, 50, 5.0, _WAN21,
+        _preset("arch-wan-1.3b", None, "arch", 81, 832, 480, 50, 5.0, _WAN21, heads=12,
                 description="Wan2.1-1.3B architecture, random weights (benchmarks)"),
     ]
 }
@@ -230,7 +233,7 @@ def preset_from_configs(name: str, location: str | None, source: str, class_name
         patch = (transformer.get("patch_size_t", 1), size, size)
         max_positions = None
     facts = dict(spatial_ratio=int(spatial), temporal_ratio=int(temporal), patch=tuple(int(p) for p in patch),
-                 max_positions=max_positions)
+                 max_positions=max_positions, heads=int(transformer.get("num_attention_heads", 0) or 0))
     if class_name == "WanVideoToVideoPipeline":
         facts.update(pipeline=class_name, video="required")
     if class_name == "HunyuanVideoImageToVideoPipeline" and transformer.get("image_condition_type") == "latent_concat":
@@ -298,6 +301,30 @@ def check_video_shape(preset: VideoPreset, frames: int, width: int, height: int)
     if tokens > MAX_VIDEO_TOKENS:
         raise FieldError("frames", f"{frames} frames at {width}x{height} are {tokens:,} attention tokens, more than "
                          f"gen handles ({MAX_VIDEO_TOKENS:,}); ask for fewer frames or a smaller size")
+
+
+MAX_CONTEXT_PARALLEL = 64
+
+
+def check_context_parallel(preset: VideoPreset, degree: int, frames: int, width: int, height: int) -> None:
+    """A video can be split over `degree` ranks (Ulysses): the model's heads and the video's tokens divide by it,
+    and the model can run sharded. Checked before any process starts or any weight loads."""
+    if degree == 1:
+        return
+    if not 1 <= degree <= MAX_CONTEXT_PARALLEL:
+        raise FieldError("context_parallel", f"{{name}} must be between 1 and {MAX_CONTEXT_PARALLEL}, got {degree}")
+    if preset.pipeline == "HunyuanVideoImageToVideoPipeline" and preset.extra_frames == 0:
+        raise FieldError("context_parallel", f"{preset.name} cannot run on several GPUs ({{name}}): its first "
+                         "frame's tokens are modulated apart from the others (token_replace), which a sequence "
+                         "shard cannot tell; run it on one GPU")
+    if preset.heads and preset.heads % degree:
+        valid = [n for n in range(2, preset.heads + 1) if preset.heads % n == 0]
+        raise FieldError("context_parallel", f"{{name}} {degree} does not divide the {preset.heads} attention heads "
+                         f"of {preset.name}; degrees that do: {', '.join(map(str, valid))}")
+    tokens = video_token_count(preset, frames, width, height)
+    if tokens % degree:
+        raise FieldError("context_parallel", f"{{name}} {degree} does not divide the {tokens:,} video tokens of "
+                         f"{frames} frames at {width}x{height}; change the frames or the size")
 
 
 def presets_taking(kind: str) -> str:
