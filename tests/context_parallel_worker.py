@@ -22,7 +22,35 @@ SCENARIOS = {
     "hunyuan-dense": ("tiny-hunyuan", dict(attention="dense")),
     "wan22-radial": ("tiny-wan22-i2v", dict(attention="radial", image=True)),  # two experts, switched by timestep
     "hunyuan15-radial": ("tiny-hunyuan15", dict(attention="radial", height=48)),
+    # The tiny HunyuanVideo's prompts fill all 256 text tokens; its transformer called with padded text instead:
+    "hunyuan-padded-text-dense": ("tiny-hunyuan", dict(padded_text="dense")),
+    "hunyuan-padded-text-radial": ("tiny-hunyuan", dict(padded_text="radial")),
 }
+
+
+def padded_text_inputs() -> dict:
+    """HunyuanVideo transformer inputs whose text is padded, differently per batch row (5 and 2 of 12 tokens)."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[0, 7:], mask[1, 10:] = 0, 0
+    return dict(hidden_states=torch.randn(2, 4, 5, 8, 8, generator=g), timestep=torch.tensor([500, 500]),
+                encoder_hidden_states=torch.randn(2, 12, 16, generator=g), encoder_attention_mask=mask,
+                pooled_projections=torch.randn(2, 8, generator=g), guidance=torch.tensor([6000.0, 6000.0]))
+
+
+def run_transformer(transformer, attention: str, stats):
+    import torch
+
+    from gen.attention.video import RadialConfig, install_radial
+
+    with torch.no_grad():
+        if attention == "dense":
+            return transformer(**padded_text_inputs()).sample.numpy()
+        with install_radial(transformer, RadialConfig(decay=0.95, dense_layers=0, dense_steps=0, granularity="token"),
+                            stats=stats):
+            return transformer(**padded_text_inputs()).sample.numpy()
 
 
 def first_frame() -> Image.Image:
@@ -31,22 +59,28 @@ def first_frame() -> Image.Image:
                                      np.full((64, 64), 90, np.uint8)], axis=-1))
 
 
-def run_scenarios(context_parallel=None) -> tuple[dict, dict]:
-    """{scenario: latents} and {scenario: layouts seen by radial calls, as (frames, tokens/frame, text)}."""
+def run_scenarios(ranks: int | None = None) -> tuple[dict, dict]:
+    """{scenario: latents} and {scenario: layouts seen by radial calls, as (frames, tokens/frame, text)}, in one
+    process or split over `ranks` (the degree; for the two-expert model a ready diffusers ContextParallelConfig)."""
+    from diffusers import ContextParallelConfig
+
     from gen.attention.video import RadialStats
     from pipelines import TextToVideoPipeline
 
     latents, layouts, pipes = {}, {}, {}
     for name, (model, settings) in SCENARIOS.items():
         if model not in pipes:
-            pipes = {model: TextToVideoPipeline.from_pretrained(model, device="cpu", context_parallel=context_parallel)}
+            split = ContextParallelConfig(ulysses_degree=ranks) if ranks and model == "tiny-wan22-i2v" else ranks
+            pipes = {model: TextToVideoPipeline.from_pretrained(model, device="cpu", context_parallel=split)}
             pipes[model].pipe.set_progress_bar_config(disable=True)
-        settings = dict(COMMON, **settings)
-        if settings.pop("image", False):
-            settings["image"] = first_frame()
         stats = RadialStats()
-        out = pipes[model]("a boat on a lake", stats=stats, **settings)
-        latents[name] = out.latents
+        if "padded_text" in settings:
+            latents[name] = run_transformer(pipes[model].pipe.transformer, settings["padded_text"], stats)
+        else:
+            settings = dict(COMMON, **settings)
+            if settings.pop("image", False):
+                settings["image"] = first_frame()
+            latents[name] = pipes[model]("a boat on a lake", stats=stats, **settings).latents
         layouts[name] = sorted([layout.frames, layout.tokens_per_frame, layout.text_tokens] for layout in stats.layouts)
     return latents, layouts
 
@@ -55,7 +89,7 @@ if __name__ == "__main__":
     from gen.distributed import init_ranks
 
     ranks = init_ranks()
-    latents, layouts = run_scenarios(context_parallel=ranks.world_size)
+    latents, layouts = run_scenarios(ranks.world_size)
     if ranks.is_main_process:
         np.savez(sys.argv[1] + ".npz", **latents)
         with open(sys.argv[1] + ".json", "w") as file:

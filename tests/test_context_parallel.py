@@ -67,7 +67,7 @@ def test_a_split_video_has_the_latents_of_one_process(one_and_two_processes, sce
 def test_the_radial_mask_matters_in_these_scenarios(one_and_two_processes):
     """Not a vacuous equality: at this layout radial attention drops keys, so it changes the latents."""
     single, *_ = one_and_two_processes
-    for family in ("wan", "hunyuan"):
+    for family in ("wan", "hunyuan", "hunyuan-padded-text"):
         assert np.abs(single[f"{family}-radial"] - single[f"{family}-dense"]).max() > 1e-4
 
 
@@ -77,6 +77,7 @@ def test_the_ranks_see_the_global_layout(one_and_two_processes):
     _, single_layouts, _, split_layouts = one_and_two_processes
     assert split_layouts == {name: [list(layout) for layout in layouts] for name, layouts in single_layouts.items()}
     assert split_layouts["wan-radial"] == [[5, 16, 0]] and split_layouts["hunyuan-radial"] == [[5, 16, 256]]
+    assert split_layouts["hunyuan-padded-text-radial"] == [[5, 16, 12]]
     assert split_layouts["wan-dense"] == []
 
 
