@@ -210,13 +210,12 @@ def build_app(studio: Studio, image_model: str = "tiny-sd", style_model: str = "
     def draw_mask(model, frames, width, height, decay, granularity):
         from gen.attention.radial import attention_flops_fraction, mask_picture
         from gen.jobs import VideoJob
-        from gen.video_models import video_layout, video_preset
+        from gen.video_models import video_layout
 
         # The layout's settings are checked as a video job's are (and bounded before anything is allocated).
         job = VideoJob.from_dict(dict(prompt="", model=model, frames=frames, width=width, height=height, decay=decay,
                                       mask_granularity=granularity), text=True)
-        job.check_layout()  # an image-to-video model's mask is drawn without its image
-        preset = video_preset(job.model)
+        preset = job.check_layout()  # an image-to-video model's mask is drawn without its image
         layout = video_layout(preset, *preset.shape(job.frames, job.width, job.height), job.decay)
         saved = 1 - attention_flops_fraction(layout, granularity)
         text = (f"{layout.frames} latent frames × {layout.tokens_per_frame} tokens = {layout.total_tokens} tokens; "

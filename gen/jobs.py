@@ -27,9 +27,12 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from gen.errors import FieldError, GenError
+
+if TYPE_CHECKING:
+    from gen.video_models import VideoPreset
 
 Progress = Callable[[str, int, int], None]  # (phase, step, total)
 
@@ -237,9 +240,7 @@ class StyleJob(Job):
     @staticmethod
     def style_weight(spec: str) -> float:
         """The blend weight of a `PATH[:WEIGHT]` style: finite and >= 0."""
-        from gen.validation import parse_weighted_path
-
-        from gen.validation import check_finite
+        from gen.validation import check_finite, parse_weighted_path
 
         weight = parse_weighted_path(spec)[1]
         check_finite("style", weight, f" weight in {spec!r}")
@@ -282,12 +283,11 @@ class VideoJob(Job):
 
     def check(self) -> None:
         from gen.validation import check_choice, check_finite, check_guidance, check_range, check_steps, parse_weighted_path
-        from gen.video_models import check_pipeline_dependencies, check_video_inputs, pipeline_class_for, video_preset
+        from gen.video_models import check_pipeline_dependencies, check_video_inputs, pipeline_class_for
         from pipelines.text_to_video import ATTENTION_MODES
 
         super().check()
-        self.check_layout()
-        preset = video_preset(self.model)
+        preset = self.check_layout()
         given = dict(image=self.image is not None, last_image=self.last_image is not None, video=self.video is not None)
         check_video_inputs(preset, **given, strength=self.strength, steps=self.steps or preset.steps,
                            size_given=self.width is not None or self.height is not None)
@@ -304,9 +304,9 @@ class VideoJob(Job):
             raise FieldError("device", f"{{name}} {self.device!r}: split over several ranks, each takes its own GPU; "
                              "give cuda or cpu, or leave it out")
 
-    def check_layout(self) -> None:
+    def check_layout(self) -> VideoPreset:
         """What fixes the radial mask (model, frames, size, decay, granularity, warm-up), whatever the inputs:
-        also what `gen mask` and the UI's mask picture check."""
+        also what `gen mask` and the UI's mask picture check. Returns the model's preset."""
         from gen.attention.radial import GRANULARITIES
         from gen.validation import check_choice, check_radial_settings
         from gen.video_models import check_context_parallel, check_video_shape, video_preset
@@ -317,6 +317,7 @@ class VideoJob(Job):
         check_context_parallel(preset, self.context_parallel, *shape)
         check_choice("mask_granularity", self.mask_granularity, GRANULARITIES)
         check_radial_settings(self.dense_layers, self.dense_steps, self.dense_final_steps, self.decay)
+        return preset
 
 
 JOB_TYPES: dict[str, type[Job]] = {cls.kind: cls for cls in (ImageJob, StyleJob, VideoJob)}

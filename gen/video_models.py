@@ -318,7 +318,9 @@ def check_context_parallel(preset: VideoPreset, degree: int, frames: int, width:
                          "frame's tokens are modulated apart from the others (token_replace), which a sequence "
                          "shard cannot tell; run it on one GPU")
     if preset.heads and preset.heads % degree:
-        valid = [n for n in range(2, preset.heads + 1) if preset.heads % n == 0]
+        from gen.attention.ulysses import head_divisors
+
+        valid = head_divisors(preset.heads)
         raise FieldError("context_parallel", f"{{name}} {degree} does not divide the {preset.heads} attention heads "
                          f"of {preset.name}; degrees that do: {', '.join(map(str, valid))}")
     tokens = video_token_count(preset, frames, width, height)
